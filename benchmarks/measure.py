@@ -1,0 +1,167 @@
+"""Helpers of the benchmark runner: timed child processes with peak RSS, hash manifests."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+# relative path -> (size, sha256 hex)
+Manifest = dict[str, tuple[int, str]]
+
+
+@dataclass(frozen=True)
+class Measurement:
+    argv: list[str]
+    returncode: int
+    seconds: float
+    peak_rss_mib: float
+    log: Path
+
+
+class CommandFailed(RuntimeError):
+    pass
+
+
+GNU_TIME = "/usr/bin/time"
+
+
+def gnu_time_available() -> bool:
+    out = run_quiet([GNU_TIME, "--version"]) if os.access(GNU_TIME, os.X_OK) else None
+    return out is not None and "GNU" in out
+
+
+def run_measured(
+    argv: Sequence[str], env: Mapping[str, str], log: Path, use_gnu_time: bool = True
+) -> Measurement:
+    """Run ``argv``, time it (wall clock) and measure the child's peak RSS.
+
+    stdout and stderr go to ``log`` (never a pipe, so a chatty child cannot block).
+
+    Peak RSS: ``ru_maxrss`` from ``os.wait4`` on a child that this Python process spawned is
+    wrong: subprocess starts children with vfork/posix_spawn, and at exec Linux carries the
+    *parent's* high-water RSS over into the child's ``ru_maxrss`` (a 500 MiB runner makes
+    ``restic version`` look like 500 MiB). So the command runs below GNU time, a process of
+    ~2 MiB whose own child starts clean, and ``%M`` is that child's peak. Without GNU time,
+    ``wait4`` is used and the value is only an upper bound (floored at the runner's peak).
+    """
+    log.parent.mkdir(parents=True, exist_ok=True)
+    rss_file = log.with_suffix(".maxrss")
+    rss_file.unlink(missing_ok=True)
+    full = [GNU_TIME, "-f", "%M", "-o", str(rss_file), *argv] if use_gnu_time else list(argv)
+    with log.open("wb") as out:
+        out.write(("$ " + " ".join(argv) + "\n").encode())
+        out.flush()
+        start = time.perf_counter()
+        proc = subprocess.Popen(
+            full, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, env=dict(env)
+        )
+        _pid, status, usage = os.wait4(proc.pid, 0)
+        seconds = time.perf_counter() - start
+    code = os.waitstatus_to_exitcode(status)
+    proc.returncode = code  # already reaped: keep Popen from waiting again
+    peak_kib = usage.ru_maxrss
+    if use_gnu_time:
+        # GNU time writes "Command exited with non-zero status N" before %M on failure.
+        lines = rss_file.read_text().split() if rss_file.exists() else []
+        peak_kib = int(lines[-1]) if lines and lines[-1].isdigit() else 0
+    return Measurement(list(argv), code, seconds, peak_kib / 1024, log)
+
+
+def check_ok(m: Measurement, what: str) -> Measurement:
+    if m.returncode != 0:
+        tail = m.log.read_text(errors="replace").splitlines()[-25:]
+        raise CommandFailed(
+            f"{what} failed with exit code {m.returncode}\n  command: {' '.join(m.argv)}\n"
+            f"  log: {m.log}\n  last lines:\n    " + "\n    ".join(tail)
+        )
+    return m
+
+
+def run_quiet(argv: Sequence[str], env: Mapping[str, str] | None = None) -> str | None:
+    """Output (stdout, stripped) of a short command, None if it fails or does not exist."""
+    try:
+        res = subprocess.run(
+            list(argv),
+            capture_output=True,
+            text=True,
+            timeout=120,
+            env=None if env is None else dict(env),
+            check=False,
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return res.stdout.strip() if res.returncode == 0 else None
+
+
+def _hash_file(path: str) -> tuple[int, str]:
+    with open(path, "rb") as f:
+        digest = hashlib.file_digest(f, "sha256").hexdigest()
+        return os.fstat(f.fileno()).st_size, digest
+
+
+def build_manifest(root: Path) -> Manifest:
+    """Size and SHA-256 of every regular file below ``root`` (hashed on a thread pool)."""
+    paths: list[str] = []
+    for dirpath, _dirs, names in os.walk(root):
+        paths.extend(os.path.join(dirpath, n) for n in names)
+    paths.sort()
+    with ThreadPoolExecutor(max_workers=min(8, (os.cpu_count() or 1) * 2)) as pool:
+        results = list(pool.map(_hash_file, paths, chunksize=64))
+    return {os.path.relpath(p, root): r for p, r in zip(paths, results, strict=True)}
+
+
+def compare_manifests(expected: Manifest, actual: Manifest) -> list[str]:
+    """Human-readable differences, empty if the two trees are identical."""
+    problems: list[str] = []
+    for rel in sorted(expected.keys() - actual.keys()):
+        problems.append(f"missing: {rel}")
+    for rel in sorted(actual.keys() - expected.keys()):
+        problems.append(f"unexpected: {rel}")
+    for rel in sorted(expected.keys() & actual.keys()):
+        (es, eh), (as_, ah) = expected[rel], actual[rel]
+        if es != as_:
+            problems.append(f"size differs: {rel}: expected {es}, got {as_}")
+        elif eh != ah:
+            problems.append(f"content differs: {rel}")
+    return problems
+
+
+def tree_bytes(root: Path) -> int:
+    total = 0
+    for dirpath, _dirs, names in os.walk(root):
+        for name in names:
+            total += os.lstat(os.path.join(dirpath, name)).st_size
+    return total
+
+
+def machine_info() -> dict[str, str | int]:
+    model = "unknown"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    mem = "unknown"
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemTotal:"):
+                mem = f"{int(line.split()[1]) / 1024 / 1024:.1f} GiB"
+                break
+    except OSError:
+        pass
+    return {
+        "nproc": len(os.sched_getaffinity(0)),
+        "cpu_model": model,
+        "memory": mem,
+        "python": sys.version.split()[0],
+        "kernel": os.uname().release,
+    }

@@ -1,0 +1,3 @@
+from drengine.cli.main import main
+
+main()

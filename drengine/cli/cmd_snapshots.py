@@ -1,0 +1,61 @@
+"""``drengine snapshots``: list snapshots."""
+
+from __future__ import annotations
+
+import typer
+from rich.table import Table
+
+from drengine.cli.main import app
+from drengine.cli.render import out_console, print_json
+from drengine.cli.state import open_repository
+from drengine.core.model import Snapshot
+
+
+def snapshot_json(s: Snapshot) -> dict[str, object]:
+    return {
+        "id": s.id,
+        "short_id": s.id[:8],
+        "time": s.time,
+        "host": s.host,
+        "username": s.username,
+        "paths": s.paths,
+        "tags": s.tags,
+        "tree": s.tree.hex(),
+        "source": s.source,
+        "program_version": s.program_version,
+        "parent": s.parent,
+        "summary": s.summary,
+    }
+
+
+@app.command()
+def snapshots(
+    host: str = typer.Option("", "--host", help="Only snapshots of this host."),
+    tag: list[str] = typer.Option([], "--tag", help="Only snapshots with this tag."),
+    json_out: bool = typer.Option(False, "--json", help="Print a JSON array."),
+) -> None:
+    """List the snapshots in the repository, oldest first."""
+    repo = open_repository()
+    snaps = [
+        s
+        for s in repo.snapshots()
+        if (not host or s.host == host) and all(t in s.tags for t in tag)
+    ]
+    if json_out:
+        print_json([snapshot_json(s) for s in snaps])
+        return
+    table = Table(box=None)
+    for col in ("ID", "Time", "Host", "Tags", "Paths", "Files", "Errors"):
+        table.add_column(col)
+    for s in snaps:
+        table.add_row(
+            s.id[:8],
+            s.time[:19].replace("T", " "),
+            s.host,
+            ",".join(s.tags),
+            "\n".join(s.paths),
+            str(s.summary.get("files_total", "")),
+            str(len(s.summary.get("errors", []))),
+        )
+    out_console.print(table)
+    out_console.print(f"{len(snaps)} snapshots")

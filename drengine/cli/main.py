@@ -1,0 +1,92 @@
+"""The ``drengine`` entry point: global options, command registration, error mapping."""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+import typer
+
+from drengine import __version__
+from drengine.cli.state import STATE
+from drengine.core.errors import DrengineError
+
+app = typer.Typer(
+    name="drengine",
+    help="Backup and disaster recovery: deduplicated, compressed, encrypted, verified.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"drengine {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _global(
+    repo: str = typer.Option(
+        "", "--repo", "-r", help="Repository URL or path [env: DRENGINE_REPOSITORY]."
+    ),
+    debug: bool = typer.Option(False, "--debug", help="Show tracebacks and debug logs."),
+    version: bool = typer.Option(
+        False, "--version", callback=_version, is_eager=True, help="Print the version."
+    ),
+) -> None:
+    STATE.repo_url = repo
+    STATE.debug = debug
+    logging.basicConfig(
+        level=logging.DEBUG if debug else logging.WARNING,
+        format="drengine: %(levelname)s: %(message)s",
+        stream=sys.stderr,
+    )
+
+
+def _register() -> None:
+    from drengine.cli import (  # noqa: F401 - each module adds its command to ``app``
+        cmd_backup,
+        cmd_check,
+        cmd_dump,
+        cmd_init,
+        cmd_ls,
+        cmd_restore,
+        cmd_snapshots,
+    )
+
+
+_register()
+
+
+def main() -> None:
+    try:
+        rc = app(standalone_mode=False)
+        sys.exit(rc if isinstance(rc, int) else 0)
+    except DrengineError as e:
+        if STATE.debug:
+            raise
+        print(f"drengine: error: {e}", file=sys.stderr)
+        sys.exit(e.exit_code)
+    except typer.Exit as e:
+        sys.exit(e.exit_code)
+    except typer.Abort:
+        print("drengine: aborted", file=sys.stderr)
+        sys.exit(130)
+    except KeyboardInterrupt:
+        print("drengine: interrupted", file=sys.stderr)
+        sys.exit(130)
+    except Exception as e:  # click's usage errors and anything unexpected
+        import click
+
+        if isinstance(e, click.ClickException):
+            e.show()
+            sys.exit(e.exit_code)
+        if STATE.debug:
+            raise
+        print(
+            f"drengine: error: unexpected {type(e).__name__}: {e} (run with --debug)",
+            file=sys.stderr,
+        )
+        sys.exit(1)

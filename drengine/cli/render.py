@@ -1,0 +1,64 @@
+"""Output helpers: JSON for machines, rich for people, progress only on a terminal."""
+
+from __future__ import annotations
+
+import json
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from rich.console import Console
+
+from drengine.engine.progress import Progress
+
+err_console = Console(stderr=True, highlight=False)
+out_console = Console(highlight=False)
+
+
+def print_json(obj: Any) -> None:
+    sys.stdout.write(json.dumps(obj, indent=2) + "\n")
+
+
+def human_bytes(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if abs(n) < 1024 or unit == "TiB":
+            return f"{n:.1f} {unit}" if unit != "B" else f"{int(n)} B"
+        n /= 1024
+    return f"{n} B"
+
+
+def _line(p: Progress, started: float) -> str:
+    elapsed = max(time.monotonic() - started, 1e-6)
+    rate = p.bytes_done / elapsed
+    text = f"{p.files_done} files, {human_bytes(p.bytes_done)}, {human_bytes(rate)}/s"
+    if p.total_known and p.bytes_total:
+        pct = 100 * p.bytes_done / p.bytes_total
+        eta = (p.bytes_total - p.bytes_done) / rate if rate > 0 else 0
+        text += f" | {pct:.0f}% of {human_bytes(p.bytes_total)}, ETA {int(eta)} s"
+    return text
+
+
+@contextmanager
+def show_progress(p: Progress, enabled: bool = True) -> Iterator[None]:
+    """Redraw one status line on stderr while the block runs, on a terminal only."""
+    if not (enabled and sys.stderr.isatty()):
+        yield
+        return
+    started = time.monotonic()
+    stop = threading.Event()
+    with err_console.status(_line(p, started)) as status:
+
+        def refresh() -> None:
+            while not stop.wait(0.25):
+                status.update(_line(p, started))
+
+        t = threading.Thread(target=refresh, daemon=True)
+        t.start()
+        try:
+            yield
+        finally:
+            stop.set()
+            t.join()

@@ -1,0 +1,72 @@
+"""Every error drengine raises on purpose, and the exit code the CLI maps it to.
+
+    DrengineError                       exit 1, base of everything below
+    ├── UsageError                      exit 2  bad arguments, unknown snapshot, no password
+    │   └── SnapshotNotFound            exit 2
+    ├── RepositoryNotFound              exit 10 nothing (or no repository) at that location
+    ├── RepositoryLocked                exit 11 another process holds a conflicting lock
+    ├── WrongPassword                   exit 12 no key file opens with that password
+    ├── RepositoryExists                exit 1  init on a location that already holds one
+    ├── UnsupportedFormat               exit 1  a newer format version than this program reads
+    ├── StorageError                    exit 1  the backend failed (I/O, network)
+    │   ├── ObjectNotFound              exit 1  an object that should be there is missing
+    │   └── ObjectExists                exit 1  put-if-absent found the name taken
+    ├── IntegrityError                  exit 1  an object failed authentication or its hash
+    └── RestoreError                    exit 1  a restore could not complete (target problems)
+
+Callers catch ``DrengineError``; the CLI prints ``str(error)`` as one sentence.
+"""
+
+from __future__ import annotations
+
+
+class DrengineError(Exception):
+    exit_code = 1
+
+
+class UsageError(DrengineError):
+    exit_code = 2
+
+
+class SnapshotNotFound(UsageError):
+    pass
+
+
+class RepositoryNotFound(DrengineError):
+    exit_code = 10
+
+
+class RepositoryLocked(DrengineError):
+    exit_code = 11
+
+
+class WrongPassword(DrengineError):
+    exit_code = 12
+
+
+class RepositoryExists(DrengineError):
+    pass
+
+
+class UnsupportedFormat(DrengineError):
+    pass
+
+
+class StorageError(DrengineError):
+    pass
+
+
+class ObjectNotFound(StorageError):
+    pass
+
+
+class ObjectExists(StorageError):
+    pass
+
+
+class IntegrityError(DrengineError):
+    pass
+
+
+class RestoreError(DrengineError):
+    pass

@@ -1,0 +1,1 @@
+"""Keys, authenticated encryption and keyed chunk IDs. Knows nothing of storage."""

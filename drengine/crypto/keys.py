@@ -1,0 +1,128 @@
+"""Master keys, and key files that wrap them under a password.
+
+The master keys are random: ``encryption`` (32 bytes, input to the per-object HKDF),
+``chunk_id`` (32 bytes, the BLAKE3 key for blob IDs) and ``chunker_seed`` (a 63-bit integer
+that permutes FastCDC's gear table). A key file holds them encrypted with AES-256-GCM under a
+key derived from the password with Argon2id; the Argon2id parameters and salt are stored
+beside it in plain JSON so a reader can derive the same key.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import secrets
+from dataclasses import dataclass
+from typing import Any
+
+from argon2.low_level import Type, hash_secret_raw
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+from drengine.core.errors import IntegrityError, WrongPassword
+
+KEYFILE_VERSION = 1
+_KEYFILE_AAD = b"drengine key file v1"
+DEFAULT_KDF_MEMORY_KIB = 64 * 1024
+DEFAULT_KDF_ITERATIONS = 3
+DEFAULT_KDF_PARALLELISM = 2
+
+
+def b64e(data: bytes) -> str:
+    return base64.b64encode(data).decode("ascii")
+
+
+def b64d(text: str) -> bytes:
+    return base64.b64decode(text.encode("ascii"), validate=True)
+
+
+@dataclass(frozen=True)
+class MasterKeys:
+    encryption: bytes
+    chunk_id: bytes
+    chunker_seed: int
+
+    @classmethod
+    def generate(cls) -> MasterKeys:
+        return cls(os.urandom(32), os.urandom(32), secrets.randbits(63) | 1)
+
+    def to_json(self) -> bytes:
+        return json.dumps(
+            {
+                "encryption": b64e(self.encryption),
+                "chunk_id": b64e(self.chunk_id),
+                "chunker_seed": self.chunker_seed,
+            },
+            sort_keys=True,
+        ).encode()
+
+    @classmethod
+    def from_json(cls, data: bytes) -> MasterKeys:
+        d = json.loads(data)
+        return cls(b64d(d["encryption"]), b64d(d["chunk_id"]), int(d["chunker_seed"]))
+
+
+@dataclass(frozen=True)
+class KdfParams:
+    memory_kib: int = DEFAULT_KDF_MEMORY_KIB
+    iterations: int = DEFAULT_KDF_ITERATIONS
+    parallelism: int = DEFAULT_KDF_PARALLELISM
+
+    def derive(self, password: bytes, salt: bytes) -> bytes:
+        return hash_secret_raw(
+            secret=password,
+            salt=salt,
+            time_cost=self.iterations,
+            memory_cost=self.memory_kib,
+            parallelism=self.parallelism,
+            hash_len=32,
+            type=Type.ID,
+        )
+
+
+def make_key_file(
+    keys: MasterKeys, password: bytes, params: KdfParams, meta: dict[str, Any]
+) -> bytes:
+    """Serialize a key file: the master keys wrapped under the password-derived key."""
+    salt = os.urandom(32)
+    nonce = os.urandom(12)  # one message per derived key: a random nonce is safe here
+    wrapped = AESGCM(params.derive(password, salt)).encrypt(nonce, keys.to_json(), _KEYFILE_AAD)
+    doc = {
+        "version": KEYFILE_VERSION,
+        **meta,
+        "kdf": {
+            "algorithm": "argon2id",
+            "memory_kib": params.memory_kib,
+            "iterations": params.iterations,
+            "parallelism": params.parallelism,
+            "salt": b64e(salt),
+        },
+        "nonce": b64e(nonce),
+        "data": b64e(wrapped),
+    }
+    return json.dumps(doc, indent=2, sort_keys=True).encode() + b"\n"
+
+
+def open_key_file(data: bytes, password: bytes, name: str) -> MasterKeys:
+    """Unwrap a key file; ``WrongPassword`` if the password does not open it."""
+    try:
+        doc = json.loads(data)
+        kdf = doc["kdf"]
+        if doc["version"] != KEYFILE_VERSION or kdf["algorithm"] != "argon2id":
+            raise IntegrityError(f"key file {name} has an unsupported version or KDF")
+        params = KdfParams(int(kdf["memory_kib"]), int(kdf["iterations"]), int(kdf["parallelism"]))
+        salt, nonce, wrapped = b64d(kdf["salt"]), b64d(doc["nonce"]), b64d(doc["data"])
+    except (ValueError, KeyError, TypeError) as e:
+        raise IntegrityError(f"key file {name} is damaged: {e}") from None
+    try:
+        plain = AESGCM(params.derive(password, salt)).decrypt(nonce, wrapped, _KEYFILE_AAD)
+    except InvalidTag:
+        raise WrongPassword("wrong password") from None
+    return MasterKeys.from_json(plain)
+
+
+def key_file_meta(data: bytes) -> dict[str, Any]:
+    """The plain fields of a key file (no secrets), for ``key list``."""
+    doc = json.loads(data)
+    return {k: v for k, v in doc.items() if k not in ("data", "nonce", "kdf")}

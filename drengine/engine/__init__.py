@@ -1,0 +1,1 @@
+"""Operations composed from the layers below: backup, restore, check, dump, listing."""

@@ -1,0 +1,1 @@
+"""The streaming engine: chunk, identify, dedup, compress, encrypt, pack, upload, and back."""

@@ -1,0 +1,1 @@
+"""The on-storage format: the only layer that knows object names and layout."""

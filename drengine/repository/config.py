@@ -1,0 +1,72 @@
+"""The repository config: a plain header (format version, ID) and sealed settings."""
+
+from __future__ import annotations
+
+import base64
+import json
+from dataclasses import asdict, dataclass
+
+from drengine.core.errors import IntegrityError, UnsupportedFormat
+from drengine.crypto.aead import seal, unseal
+
+FORMAT_NAME = "drengine"
+FORMAT_VERSION = 1
+_SETTINGS_AAD = b"drengine config settings"
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Chosen at ``init``; fixed for the life of the repository (chunker) or a default."""
+
+    chunker_min: int = 256 * 1024
+    chunker_avg: int = 1024 * 1024
+    chunker_max: int = 4 * 1024 * 1024
+    compression_level: int = 3
+    pack_size: int = 16 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class Config:
+    version: int
+    repo_id: str
+    settings: Settings
+
+    def to_bytes(self, encryption_key: bytes) -> bytes:
+        sealed = seal(
+            encryption_key,
+            json.dumps(asdict(self.settings), sort_keys=True).encode(),
+            _SETTINGS_AAD + self.repo_id.encode(),
+        )
+        doc = {
+            "format": FORMAT_NAME,
+            "version": self.version,
+            "id": self.repo_id,
+            "settings": base64.b64encode(sealed).decode("ascii"),
+        }
+        return json.dumps(doc, indent=2, sort_keys=True).encode() + b"\n"
+
+
+def read_header(data: bytes, location: str) -> tuple[int, str, bytes]:
+    """Check the plain part before asking for a password: (version, repo_id, sealed)."""
+    try:
+        doc = json.loads(data)
+        if doc.get("format") != FORMAT_NAME:
+            raise ValueError("not a drengine config")
+        version, repo_id = int(doc["version"]), str(doc["id"])
+        sealed = base64.b64decode(doc["settings"], validate=True)
+    except (ValueError, KeyError, TypeError) as e:
+        raise IntegrityError(
+            f"the config of the repository at {location} is damaged: {e}"
+        ) from None
+    if version > FORMAT_VERSION:
+        raise UnsupportedFormat(
+            f"the repository at {location} has format version {version}; this drengine reads "
+            f"up to version {FORMAT_VERSION}: upgrade drengine"
+        )
+    return version, repo_id, sealed
+
+
+def open_settings(sealed: bytes, repo_id: str, encryption_key: bytes) -> Settings:
+    plain = unseal(encryption_key, sealed, _SETTINGS_AAD + repo_id.encode(), "repository config")
+    fields = json.loads(plain)
+    return Settings(**{k: int(v) for k, v in fields.items() if k in Settings.__dataclass_fields__})

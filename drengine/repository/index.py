@@ -1,0 +1,192 @@
+"""The index: blob ID -> (pack, type, offset, length, raw length).
+
+In memory it is a few numpy arrays sorted by the first 8 bytes of the ID (about 50 bytes a
+blob, so 10^7 blobs take ~500 MB rather than several GB of Python objects), plus a small dict
+of blobs added since the last merge. IDs are keyed hashes, so their prefixes are uniform and
+binary search on a uint64 key is fast; equal prefixes are resolved by comparing whole IDs.
+
+On storage an index object is sealed (see ``crypto.aead``); its plaintext is zstd-compressed::
+
+    "DRI\\x01" | u32 pack count | u32 superseded count | superseded index IDs (32 each)
+    per pack: pack ID (32) | u32 blob count | blob records (45 bytes each, as in pack trailers)
+"""
+
+from __future__ import annotations
+
+import struct
+import threading
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+
+import numpy as np
+import zstandard
+
+from drengine.core.errors import IntegrityError
+from drengine.repository.layout import BlobType
+from drengine.repository.pack import RECORD_DTYPE, BlobRecord, records_to_bytes
+
+INDEX_MAGIC = b"DRI\x01"
+_U32 = struct.Struct("<I")
+_ROW_DTYPE = np.dtype(
+    [
+        ("id", "V32"),
+        ("pack", "<u4"),
+        ("type", "u1"),
+        ("offset", "<u4"),
+        ("length", "<u4"),
+        ("raw", "<u4"),
+    ]
+)
+_MERGE_AT = 1 << 16
+
+
+@dataclass(frozen=True, slots=True)
+class IndexEntry:
+    pack_id: bytes
+    type: BlobType
+    offset: int
+    length: int
+    raw_length: int
+
+
+def _key(blob_id: bytes) -> int:
+    return int.from_bytes(blob_id[:8], "big")
+
+
+class Index:
+    """Thread-safe look-ups; additions from pack uploads of this process."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._pack_ids: list[bytes] = []
+        self._pack_no: dict[bytes, int] = {}
+        self._keys = np.zeros(0, dtype=np.uint64)
+        self._rows = np.zeros(0, dtype=_ROW_DTYPE)
+        self._overlay: dict[bytes, tuple[int, int, int, int, int]] = {}
+        self._staged: list[np.ndarray] = []
+
+    def _pack_number(self, pack_id: bytes) -> int:
+        no = self._pack_no.get(pack_id)
+        if no is None:
+            no = len(self._pack_ids)
+            self._pack_ids.append(pack_id)
+            self._pack_no[pack_id] = no
+        return no
+
+    def stage_pack_array(self, pack_id: bytes, records: np.ndarray) -> None:
+        """Add a pack's records (RECORD_DTYPE array) in bulk; call ``build`` when done."""
+        with self._lock:
+            rows = np.zeros(len(records), dtype=_ROW_DTYPE)
+            for field in ("id", "type", "offset", "length"):
+                rows[field] = records[field]
+            rows["raw"] = records["raw"]
+            rows["pack"] = self._pack_number(pack_id)
+            self._staged.append(rows)
+
+    def build(self) -> None:
+        with self._lock:
+            self._merge_locked()
+
+    def add_pack(self, pack_id: bytes, records: Iterable[BlobRecord]) -> None:
+        with self._lock:
+            no = self._pack_number(pack_id)
+            for r in records:
+                self._overlay[r.id] = (no, int(r.type), r.offset, r.length, r.raw_length)
+            if len(self._overlay) >= _MERGE_AT:
+                self._merge_locked()
+
+    def _merge_locked(self) -> None:
+        parts = [self._rows, *self._staged]
+        if self._overlay:
+            extra = np.zeros(len(self._overlay), dtype=_ROW_DTYPE)
+            for i, (bid, (no, t, off, ln, raw)) in enumerate(self._overlay.items()):
+                extra[i] = (bid, no, t, off, ln, raw)
+            parts.append(extra)
+        rows = np.concatenate(parts) if len(parts) > 1 else self._rows
+        keys = np.frombuffer(rows["id"].tobytes(), dtype=">u8")[::4].astype(np.uint64)
+        order = np.argsort(keys, kind="stable")
+        self._rows, self._keys = rows[order], keys[order]
+        self._overlay.clear()
+        self._staged.clear()
+
+    def lookup(self, blob_id: bytes) -> IndexEntry | None:
+        with self._lock:
+            hit = self._overlay.get(blob_id)
+            if hit is not None:
+                no, t, off, ln, raw = hit
+                return IndexEntry(self._pack_ids[no], BlobType(t), off, ln, raw)
+            key = _key(blob_id)
+            i = int(np.searchsorted(self._keys, np.uint64(key)))
+            while i < len(self._keys) and int(self._keys[i]) == key:
+                row = self._rows[i]
+                if bytes(row["id"]) == blob_id:
+                    return IndexEntry(
+                        self._pack_ids[int(row["pack"])],
+                        BlobType(int(row["type"])),
+                        int(row["offset"]),
+                        int(row["length"]),
+                        int(row["raw"]),
+                    )
+                i += 1
+        return None
+
+    def __contains__(self, blob_id: object) -> bool:
+        return isinstance(blob_id, bytes) and self.lookup(blob_id) is not None
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._rows) + len(self._overlay) + sum(len(s) for s in self._staged)
+
+    def pack_ids(self) -> set[bytes]:
+        with self._lock:
+            self._merge_locked()
+            used = np.unique(self._rows["pack"])
+            return {self._pack_ids[int(n)] for n in used}
+
+    def entries(self) -> Iterator[tuple[bytes, IndexEntry]]:
+        """Every (blob ID, entry); for check and prune, not for hot paths."""
+        with self._lock:
+            self._merge_locked()
+            rows, pack_ids = self._rows, list(self._pack_ids)
+        for bid, no, t, off, ln, raw in rows.tolist():
+            yield bytes(bid), IndexEntry(pack_ids[no], BlobType(t), off, ln, raw)
+
+
+def encode_index(
+    packs: list[tuple[bytes, list[BlobRecord]]], supersedes: list[bytes] | None = None
+) -> bytes:
+    supersedes = supersedes or []
+    out = [INDEX_MAGIC, _U32.pack(len(packs)), _U32.pack(len(supersedes)), *supersedes]
+    for pack_id, records in packs:
+        out += [pack_id, _U32.pack(len(records)), records_to_bytes(records)]
+    return zstandard.ZstdCompressor(level=3).compress(b"".join(out))
+
+
+def decode_index(data: bytes, what: str) -> tuple[list[tuple[bytes, np.ndarray]], list[bytes]]:
+    """(list of (pack ID, RECORD_DTYPE array)), superseded index IDs)."""
+    try:
+        plain = zstandard.ZstdDecompressor().decompress(data)
+    except zstandard.ZstdError as e:
+        raise IntegrityError(f"{what} does not decompress: {e}") from None
+    try:
+        if not plain.startswith(INDEX_MAGIC):
+            raise ValueError("bad magic")
+        pos = len(INDEX_MAGIC)
+        (npacks,) = _U32.unpack_from(plain, pos)
+        (nsup,) = _U32.unpack_from(plain, pos + 4)
+        pos += 8
+        supersedes = [plain[pos + 32 * i : pos + 32 * (i + 1)] for i in range(nsup)]
+        pos += 32 * nsup
+        packs = []
+        for _ in range(npacks):
+            pack_id = plain[pos : pos + 32]
+            (count,) = _U32.unpack_from(plain, pos + 32)
+            pos += 36
+            arr = np.frombuffer(plain, dtype=RECORD_DTYPE, count=count, offset=pos)
+            pos += count * RECORD_DTYPE.itemsize
+            packs.append((pack_id, arr))
+        if pos != len(plain):
+            raise ValueError("trailing bytes")
+    except (ValueError, struct.error) as e:
+        raise IntegrityError(f"{what} is malformed: {e}") from None
+    return packs, supersedes

@@ -1,0 +1,122 @@
+"""Packs: many encrypted blobs and an encrypted trailer that lists them.
+
+Layout (all integers little-endian)::
+
+    "DRP\\x01" | salt (32) | blob ciphertexts ... | trailer ciphertext | trailer length (u32)
+
+A blob's ciphertext is AES-256-GCM under the pack's subkey with nonce (domain 0, counter =
+its byte offset in the pack) and AAD = type byte + blob ID; its plaintext is a compression
+byte (0 raw, 1 zstd) followed by the body. The trailer (domain 1, counter 0, AAD
+``b"drengine pack trailer"``) holds u32 count and one 45-byte record per blob: type (u8),
+ID (32), offset (u32), stored length (u32), raw length (u32).
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass
+
+import numpy as np
+
+from drengine.core.errors import IntegrityError
+from drengine.crypto.aead import (
+    DOMAIN_BLOB,
+    DOMAIN_TRAILER,
+    SALT_SIZE,
+    TAG_SIZE,
+    ObjectCipher,
+    new_salt,
+)
+from drengine.repository.layout import BlobType
+
+PACK_MAGIC = b"DRP\x01"
+HEADER_SIZE = len(PACK_MAGIC) + SALT_SIZE
+_TRAILER_AAD = b"drengine pack trailer"
+_FOOTER = struct.Struct("<I")
+RECORD_DTYPE = np.dtype(
+    [("type", "u1"), ("id", "V32"), ("offset", "<u4"), ("length", "<u4"), ("raw", "<u4")]
+)
+assert RECORD_DTYPE.itemsize == 45
+
+
+@dataclass(frozen=True, slots=True)
+class BlobRecord:
+    type: BlobType
+    id: bytes
+    offset: int
+    length: int
+    raw_length: int
+
+
+def blob_aad(blob_type: int, blob_id: bytes) -> bytes:
+    return bytes((blob_type,)) + blob_id
+
+
+def records_to_bytes(records: list[BlobRecord]) -> bytes:
+    arr = np.zeros(len(records), dtype=RECORD_DTYPE)
+    for i, r in enumerate(records):
+        arr[i] = (r.type, r.id, r.offset, r.length, r.raw_length)
+    return arr.tobytes()
+
+
+def records_from_array(arr: np.ndarray) -> list[BlobRecord]:
+    return [
+        BlobRecord(BlobType(int(t)), bytes(i), int(o), int(n), int(r))
+        for t, i, o, n, r in arr.tolist()
+    ]
+
+
+class PackWriter:
+    """Accumulates encrypted blobs for one pack. Not thread-safe: one owner at a time."""
+
+    def __init__(self, encryption_key: bytes) -> None:
+        salt = new_salt()
+        self._cipher = ObjectCipher(encryption_key, salt)
+        self._buf = bytearray(PACK_MAGIC + salt)
+        self.records: list[BlobRecord] = []
+
+    def __len__(self) -> int:
+        return len(self._buf)
+
+    def add(self, blob_type: BlobType, blob_id: bytes, payload: bytes, raw_length: int) -> None:
+        offset = len(self._buf)
+        ct = self._cipher.encrypt(DOMAIN_BLOB, offset, payload, blob_aad(blob_type, blob_id))
+        self._buf += ct
+        self.records.append(BlobRecord(blob_type, blob_id, offset, len(ct), raw_length))
+
+    def finish(self) -> bytearray:
+        plain = _FOOTER.pack(len(self.records)) + records_to_bytes(self.records)
+        ct = self._cipher.encrypt(DOMAIN_TRAILER, 0, plain, _TRAILER_AAD)
+        self._buf += ct
+        self._buf += _FOOTER.pack(len(ct))
+        return self._buf
+
+
+def decrypt_blob(
+    encryption_key: bytes, salt: bytes, rec: BlobRecord, ciphertext: bytes | memoryview, what: str
+) -> bytes:
+    cipher = ObjectCipher(encryption_key, salt)
+    return cipher.decrypt(DOMAIN_BLOB, rec.offset, ciphertext, blob_aad(rec.type, rec.id), what)
+
+
+def parse_trailer(encryption_key: bytes, pack: bytes, what: str) -> tuple[bytes, list[BlobRecord]]:
+    """(salt, records) from a whole pack; ``IntegrityError`` if anything does not add up."""
+    if len(pack) < HEADER_SIZE + TAG_SIZE + _FOOTER.size or not pack.startswith(PACK_MAGIC):
+        raise IntegrityError(f"{what} is truncated or not a drengine pack")
+    salt = pack[len(PACK_MAGIC) : HEADER_SIZE]
+    (tlen,) = _FOOTER.unpack_from(pack, len(pack) - _FOOTER.size)
+    start = len(pack) - _FOOTER.size - tlen
+    if tlen < TAG_SIZE + 4 or start < HEADER_SIZE:
+        raise IntegrityError(f"{what} has an impossible trailer length")
+    cipher = ObjectCipher(encryption_key, salt)
+    plain = cipher.decrypt(
+        DOMAIN_TRAILER, 0, memoryview(pack)[start : start + tlen], _TRAILER_AAD, f"{what} trailer"
+    )
+    (count,) = _FOOTER.unpack_from(plain, 0)
+    if len(plain) != 4 + count * RECORD_DTYPE.itemsize:
+        raise IntegrityError(f"{what} trailer has the wrong length for {count} blobs")
+    records = records_from_array(np.frombuffer(plain, dtype=RECORD_DTYPE, offset=4))
+    for r in records:
+        if r.offset < HEADER_SIZE or r.offset + r.length > start:
+            raise IntegrityError(f"{what} trailer lists a blob outside the pack")
+    return salt, records

@@ -1,0 +1,1 @@
+"""What is backed up and how it comes back. ``files`` is the first source."""

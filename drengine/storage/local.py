@@ -1,0 +1,143 @@
+"""A directory on a local file system: the embedded default backend.
+
+Writes go to a temporary file in the target directory, are fsynced, then renamed into place,
+and the directory is fsynced, so a crash leaves either the whole object or none of it.
+``put_if_absent`` publishes with ``link(2)``, which fails atomically if the name exists.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import secrets
+from collections.abc import Iterator
+from pathlib import Path
+
+from drengine.core.errors import ObjectExists, ObjectNotFound, StorageError
+from drengine.storage.base import Buffer, ObjectInfo, check_name
+
+_TMP_PREFIX = ".tmp-"
+
+
+class LocalBackend:
+    def __init__(self, root: str | os.PathLike[str]) -> None:
+        self._root = Path(root)
+
+    @property
+    def location(self) -> str:
+        return str(self._root)
+
+    def _path(self, name: str) -> Path:
+        check_name(name)
+        return self._root / name
+
+    def _write_temp(self, path: Path, data: Buffer) -> Path:
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.parent / f"{_TMP_PREFIX}{secrets.token_hex(8)}"
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            try:
+                view = memoryview(data)
+                while view:
+                    n = os.write(fd, view)
+                    view = view[n:]
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        except OSError as e:
+            raise StorageError(f"cannot write {path}: {e.strerror}") from e
+        return tmp
+
+    def _fsync_dir(self, path: Path) -> None:
+        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+    def put(self, name: str, data: Buffer) -> None:
+        path = self._path(name)
+        tmp = self._write_temp(path, data)
+        try:
+            os.replace(tmp, path)
+            self._fsync_dir(path.parent)
+        except OSError as e:
+            tmp.unlink(missing_ok=True)
+            raise StorageError(f"cannot write {path}: {e.strerror}") from e
+
+    def put_if_absent(self, name: str, data: Buffer) -> None:
+        path = self._path(name)
+        tmp = self._write_temp(path, data)
+        try:
+            os.link(tmp, path)
+            self._fsync_dir(path.parent)
+        except FileExistsError as e:
+            raise ObjectExists(f"object {name} already exists in {self._root}") from e
+        except OSError as e:
+            raise StorageError(f"cannot write {path}: {e.strerror}") from e
+        finally:
+            tmp.unlink(missing_ok=True)
+
+    def get(self, name: str, offset: int = 0, length: int | None = None) -> bytes:
+        path = self._path(name)
+        try:
+            with open(path, "rb", buffering=0) as f:
+                if length is None:
+                    f.seek(offset)
+                    return f.read()
+                data = os.pread(f.fileno(), length, offset)
+        except FileNotFoundError as e:
+            raise ObjectNotFound(f"object {name} not found in {self._root}") from e
+        except OSError as e:
+            raise StorageError(f"cannot read {path}: {e.strerror}") from e
+        if len(data) != length:
+            raise StorageError(
+                f"short read of {path}: wanted {length} bytes at {offset}, got {len(data)}"
+            )
+        return data
+
+    def list(self, prefix: str) -> Iterator[ObjectInfo]:
+        # Walk the deepest directory the prefix names, then filter by the full prefix.
+        base = prefix.rsplit("/", 1)[0] if "/" in prefix else ""
+        start = self._root / base if base else self._root
+        try:
+            yield from self._walk(start, base, prefix)
+        except FileNotFoundError:
+            return
+
+    def _walk(self, directory: Path, rel: str, prefix: str) -> Iterator[ObjectInfo]:
+        with os.scandir(directory) as it:
+            entries = list(it)
+        for entry in entries:
+            name = f"{rel}/{entry.name}" if rel else entry.name
+            if entry.name.startswith(_TMP_PREFIX):
+                continue
+            if entry.is_dir(follow_symlinks=False):
+                if name.startswith(prefix) or prefix.startswith(name + "/"):
+                    yield from self._walk(Path(entry.path), name, prefix)
+            elif name.startswith(prefix):
+                try:
+                    yield ObjectInfo(name, entry.stat(follow_symlinks=False).st_size)
+                except FileNotFoundError:
+                    continue
+
+    def delete(self, name: str) -> None:
+        try:
+            self._path(name).unlink()
+        except FileNotFoundError:
+            return
+        except OSError as e:
+            raise StorageError(f"cannot delete {self._path(name)}: {e.strerror}") from e
+
+    def stat(self, name: str) -> ObjectInfo:
+        try:
+            return ObjectInfo(name, self._path(name).stat().st_size)
+        except FileNotFoundError as e:
+            raise ObjectNotFound(f"object {name} not found in {self._root}") from e
+        except OSError as e:
+            if e.errno == errno.ENOTDIR:
+                raise ObjectNotFound(f"object {name} not found in {self._root}") from e
+            raise StorageError(f"cannot stat {self._path(name)}: {e.strerror}") from e
+
+    def close(self) -> None:
+        pass
