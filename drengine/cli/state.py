@@ -69,4 +69,5 @@ def repo_url() -> str:
 
 def open_repository() -> Repository:
     backend = open_backend(repo_url())
+    Repository.probe(backend)
     return Repository.open(backend, read_password())

@@ -4,7 +4,7 @@ Every encrypted object (a pack, an index, a snapshot, the sealed part of the con
 random 32-byte salt. Its subkey is ``HKDF-SHA256(ikm=master encryption key, salt=salt,
 info=b"drengine v1 object key")``. Under one subkey the 96-bit nonce is a 4-byte big-endian
 domain (0 blob, 1 pack trailer, 2 sealed object) followed by an 8-byte big-endian counter
-(the blob's index in its pack), so no two messages under one subkey share a nonce. Two objects
+(the blob's byte offset in its pack), so no two messages under one subkey share a nonce. Two objects
 share a subkey only if their random salts collide: at 10^10 objects the chance is about
 2^-190 (birthday bound on 256 bits), and each object holds at most a few thousand messages,
 far inside GCM's limits per key.

@@ -38,6 +38,8 @@ from drengine.sources.files import node_from_stat, open_file
 
 _OPEN_DIRS = 256
 _READERS = 2
+# Files up to this size fit one chunk (FastCDC never cuts below its minimum chunk size).
+_SMALL_FILE = 64 * 1024
 
 
 @dataclass
@@ -76,7 +78,7 @@ class _PendingDir:
 
 # What a directory holds while it is open: a finished node, a file being read, a
 # subdirectory, or (node, first child) for a further name of a hard-linked file.
-Child: TypeAlias = "Node | Future[_FileResult] | _PendingDir | tuple[Node, Any]"
+Child: TypeAlias = "Node | _FileResult | Future[_FileResult] | _PendingDir | tuple[Node, Any]"
 
 
 class _Walker:
@@ -97,6 +99,7 @@ class _Walker:
         self.counts = {"files_new": 0, "files_changed": 0, "files_unmodified": 0, "dirs": 0}
         self.bytes_total = 0
         self.root_dev: int | None = None
+        self.small = min(_SMALL_FILE, s.chunker_min)
 
     # ---- errors and exclusion -----------------------------------------------------------
 
@@ -173,13 +176,43 @@ class _Walker:
         else:
             known = self.cache is not None and self.cache.known(path)
             self.counts["files_changed" if known else "files_new"] += 1
-            self.slots.acquire()
-            child = self.pool.submit(self.read_file, path, node)
+            if node.size <= self.small:
+                # Small files are read right here: a thread hand-off costs more than the read.
+                child = self.read_small(path, node)
+            else:
+                self.slots.acquire()
+                child = self.pool.submit(self.read_file, path, node, True)
         if node.links > 1:
             self.hardlinks[(node.device, node.inode)] = child
         return child
 
-    def read_file(self, path: bytes, node: Node) -> _FileResult:
+    def read_small(self, path: bytes, node: Node) -> _FileResult:
+        started = time.time_ns()
+        try:
+            fd = open_file(path)
+            try:
+                st = os.fstat(fd)
+                if not stat.S_ISREG(st.st_mode) or st.st_ino != node.inode:
+                    raise OSError(0, "changed while being backed up")
+                data = os.read(fd, self.small + 1)
+                if len(data) > self.small:
+                    return self.read_file(path, node, False)  # it grew: chunk it
+            finally:
+                os.close(fd)
+        except OSError as e:
+            self.error(path, e)
+            return _FileResult(None, started)
+        node.size, node.content_hash = len(data), blake3.blake3(data).digest()
+        node.content = []
+        if data:
+            bid = self.repo.blob_id(data)
+            self.saver.save(BlobType.DATA, bid, data)
+            node.content.append(bid)
+        self.progress.add_bytes(len(data))
+        self.progress.file_done()
+        return _FileResult(node, started)
+
+    def read_file(self, path: bytes, node: Node, release: bool) -> _FileResult:
         started = time.time_ns()
         try:
             fd = open_file(path)
@@ -203,7 +236,8 @@ class _Walker:
             self.error(path, e)
             return _FileResult(None, started)
         finally:
-            self.slots.release()
+            if release:
+                self.slots.release()
 
     # ---- finishing directories ----------------------------------------------------------
 
@@ -222,8 +256,8 @@ class _Walker:
             if child.done is None:
                 self.finish_dir(child)
             return child.done
-        if isinstance(child, Future):
-            res = child.result()
+        if isinstance(child, Future | _FileResult):
+            res = child.result() if isinstance(child, Future) else child
             if res.node is not None and self.cache is not None:
                 self.cache.store(path + b"/" + res.node.name, res.node, res.read_started_ns)
             return res.node
@@ -237,6 +271,8 @@ class _Walker:
     def resolve_quiet(self, child: Child) -> Node | None:
         if isinstance(child, Future):
             return child.result().node
+        if isinstance(child, _FileResult):
+            return child.node
         if isinstance(child, Node):
             return child
         return None
@@ -298,12 +334,19 @@ def run_backup(
             if child is None:
                 continue
             parts = [c for c in p.split(b"/") if c]
+            if not parts:  # "/" itself: its contents are the root tree
+                root_children = {b"": child}
+                break
             slot = root_children
             for comp in parts[:-1]:
                 slot = slot.setdefault(comp, {})
-            slot[parts[-1] if parts else b"/"] = child
+            slot[parts[-1]] = child
         w.drain(0)
-        root = _virtual_tree(w, b"", root_children)
+        if b"" in root_children:
+            top = w.resolve(root_children[b""], b"")
+            root = top.subtree if top is not None and top.subtree else _empty_tree(w)
+        else:
+            root = _virtual_tree(w, b"", root_children)
         saver.close()
         ok = True
     finally:
@@ -327,11 +370,14 @@ def run_backup(
         "duration_seconds": round(time.monotonic() - started, 3),
         "errors": w.errors,
     }
+    host = opts.host or socket.gethostname()
+    str_paths = [os.fsdecode(p) for p in paths]
     snap = Snapshot(
         time=start_time.isoformat(),
-        host=opts.host or socket.gethostname(),
+        host=host,
         username=_username(),
-        paths=[os.fsdecode(p) for p in paths],
+        paths=str_paths,
+        parent=_find_parent(repo, host, str_paths),
         tags=sorted(set(opts.tags)),
         tree=root,
         program_version=__version__,
@@ -339,6 +385,16 @@ def run_backup(
     )
     repo.save_snapshot(snap)
     return BackupResult(snap, w.errors)
+
+
+def _empty_tree(w: _Walker) -> bytes:
+    return w.saver.save_blob(BlobType.TREE, encode_tree([]))
+
+
+def _find_parent(repo: Repository, host: str, paths: list[str]) -> str | None:
+    """The latest snapshot of the same host and paths: what this backup continues."""
+    same = [s for s in repo.snapshots() if s.host == host and sorted(s.paths) == sorted(paths)]
+    return same[-1].id if same else None
 
 
 def _virtual_tree(w: _Walker, prefix: bytes, children: dict[bytes, Any]) -> bytes:

@@ -10,9 +10,10 @@ anything is written, so nothing can be written through one. A name that is empty
 
 from __future__ import annotations
 
+import itertools
 import os
-import secrets
 import stat
+from collections import defaultdict
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
@@ -26,7 +27,7 @@ from drengine.engine.tree_paths import split_path
 from drengine.repository.repo import Repository
 from drengine.sources.files import apply_metadata, make_special
 
-_FILE_WORKERS = 4
+_FILE_WORKERS = 3
 _FETCH_WORKERS = 4
 
 
@@ -67,6 +68,7 @@ class Restorer:
         self.progress = progress
         self.result = RestoreResult()
         self.is_root = os.geteuid() == 0
+        self._tmp_counter = itertools.count()
 
     def error(self, path: bytes, msg: str) -> None:
         self.result.errors.append({"path": os.fsdecode(path), "error": msg})
@@ -130,9 +132,13 @@ class Restorer:
             return False
         return True
 
+    def restore_files(self, files: list[tuple[bytes, Node]], fetch: ThreadPoolExecutor) -> None:
+        for dest, node in files:
+            self.restore_file(dest, node, fetch)
+
     def restore_file(self, dest: bytes, node: Node, fetch: ThreadPoolExecutor) -> None:
         parent = os.path.dirname(dest)
-        tmp = parent + b"/.drengine-" + secrets.token_hex(6).encode() + b".tmp"
+        tmp = parent + b"/.drengine-%d-%d.tmp" % (os.getpid(), next(self._tmp_counter))
         try:
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
         except OSError as e:
@@ -152,7 +158,8 @@ class Restorer:
                     raise IntegrityError(
                         f"restored content of {os.fsdecode(dest)} does not match the snapshot"
                     )
-                os.ftruncate(fd, pos)
+                if node.sparse:
+                    os.ftruncate(fd, pos)  # a hole at the end was never written
             finally:
                 os.close(fd)
             apply_metadata(tmp, node, is_root=self.is_root)
@@ -175,12 +182,26 @@ class Restorer:
         os.makedirs(self.target, exist_ok=True)
         created = {d for d, _ in plan.dirs if self.make_dir(d)}
         files = [(d, n) for d, n in plan.files if os.path.dirname(d) in created | {self.target}]
+        # One task per directory (or per large file): writers working in different directories
+        # do not queue on one directory's lock for every create and rename.
+        by_dir: dict[bytes, list[tuple[bytes, Node]]] = defaultdict(list)
+        for d, n in files:
+            by_dir[os.path.dirname(d)].append((d, n))
         with (
             ThreadPoolExecutor(_FETCH_WORKERS, thread_name_prefix="fetch") as fetch,
             ThreadPoolExecutor(_FILE_WORKERS, thread_name_prefix="write") as writers,
         ):
-            for f in [writers.submit(self.restore_file, d, n, fetch) for d, n in files]:
-                f.result()
+            tasks = []
+            for group in by_dir.values():
+                small = [(d, n) for d, n in group if len(n.content) <= 1]
+                tasks.append(writers.submit(self.restore_files, small, fetch))
+                tasks += [
+                    writers.submit(self.restore_file, d, n, fetch)
+                    for d, n in group
+                    if len(n.content) > 1
+                ]
+            for t in tasks:
+                t.result()
         for dest, src in plan.links:
             try:
                 if os.path.lexists(dest):

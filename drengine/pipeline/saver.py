@@ -88,7 +88,7 @@ class BlobSaver:
         return True
 
     def save_blob(self, blob_type: BlobType, data: bytes) -> bytes:
-        blob_id = self.repo.blob_id(data)
+        blob_id = self.repo.blob_id(data, blob_type)
         self.save(blob_type, blob_id, data)
         return blob_id
 

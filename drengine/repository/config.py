@@ -69,4 +69,14 @@ def read_header(data: bytes, location: str) -> tuple[int, str, bytes]:
 def open_settings(sealed: bytes, repo_id: str, encryption_key: bytes) -> Settings:
     plain = unseal(encryption_key, sealed, _SETTINGS_AAD + repo_id.encode(), "repository config")
     fields = json.loads(plain)
-    return Settings(**{k: int(v) for k, v in fields.items() if k in Settings.__dataclass_fields__})
+    unknown = set(fields) - set(Settings.__dataclass_fields__)
+    if unknown:
+        # A setting this version does not know may change how data is cut or stored.
+        raise UnsupportedFormat(
+            "the repository uses settings this drengine does not know "
+            f"({', '.join(sorted(unknown))}): upgrade drengine"
+        )
+    missing = set(Settings.__dataclass_fields__) - set(fields)
+    if missing:
+        raise IntegrityError(f"the repository config lacks {', '.join(sorted(missing))}")
+    return Settings(**{k: int(v) for k, v in fields.items()})

@@ -165,7 +165,8 @@ def encode_index(
 def decode_index(data: bytes, what: str) -> tuple[list[tuple[bytes, np.ndarray]], list[bytes]]:
     """(list of (pack ID, RECORD_DTYPE array)), superseded index IDs)."""
     try:
-        plain = zstandard.ZstdDecompressor().decompress(data)
+        # A streaming decode: frames without a content size in their header are valid too.
+        plain = zstandard.ZstdDecompressor().decompressobj().decompress(data)
     except zstandard.ZstdError as e:
         raise IntegrityError(f"{what} does not decompress: {e}") from None
     try:

@@ -35,6 +35,7 @@ from drengine.repository.layout import BlobType
 from drengine.repository.pack import HEADER_SIZE, PACK_MAGIC, BlobRecord, decrypt_blob
 from drengine.storage.base import Backend
 
+TREE_KEY_CONTEXT = b"drengine v1 tree blob id"
 _INDEX_AAD = b"drengine index"
 _SNAPSHOT_AAD = b"drengine snapshot"
 
@@ -47,6 +48,7 @@ class Repository:
         self.index = Index()
         self._salts: dict[bytes, bytes] = {}
         self._salt_lock = threading.Lock()
+        self._tree_key = blake3.blake3(TREE_KEY_CONTEXT, key=keys.chunk_id).digest()
 
     @property
     def id(self) -> str:
@@ -79,23 +81,38 @@ class Repository:
         backend.put_if_absent(layout.CONFIG, config.to_bytes(keys.encryption))
         return cls(backend, keys, config)
 
-    @classmethod
-    def open(cls, backend: Backend, password: bytes) -> Repository:
+    @staticmethod
+    def probe(backend: Backend) -> tuple[int, str, bytes]:
+        """Read the plain config: is there a repository, and can we read its version?
+
+        Called before asking for a password, so a wrong location or a newer format is
+        reported without a prompt.
+        """
         try:
             raw_config = backend.get(layout.CONFIG)
         except ObjectNotFound:
             raise RepositoryNotFound(f"there is no repository at {backend.location}") from None
-        version, repo_id, sealed = read_header(raw_config, backend.location)
+        return read_header(raw_config, backend.location)
+
+    @classmethod
+    def open(cls, backend: Backend, password: bytes) -> Repository:
+        version, repo_id, sealed = cls.probe(backend)
         key_names = [o.name for o in backend.list(layout.KEYS)]
         if not key_names:
             raise IntegrityError(f"the repository at {backend.location} has no key files")
+        damaged: list[str] = []
         for name in sorted(key_names):
             try:
                 keys = open_key_file(backend.get(name), password, name)
             except WrongPassword:
                 continue
+            except IntegrityError as e:
+                damaged.append(str(e))  # another key file may still open
+                continue
             settings = open_settings(sealed, repo_id, keys.encryption)
             return cls(backend, keys, Config(version, repo_id, settings))
+        if damaged and len(damaged) == len(key_names):
+            raise IntegrityError(damaged[0])
         raise WrongPassword(f"wrong password for the repository at {backend.location}")
 
     def add_key(self, password: bytes, kdf: KdfParams | None = None) -> str:
@@ -150,8 +167,11 @@ class Repository:
 
     # ---- packs and blobs ------------------------------------------------------------------
 
-    def blob_id(self, data: bytes | memoryview) -> bytes:
-        return blake3.blake3(data, key=self.keys.chunk_id).digest()
+    def blob_id(self, data: bytes | memoryview, blob_type: BlobType = BlobType.DATA) -> bytes:
+        """Keyed BLAKE3; tree blobs use a key of their own, so a file whose bytes equal a
+        serialized tree can never be mistaken for that tree (or the reverse)."""
+        key = self.keys.chunk_id if blob_type == BlobType.DATA else self._tree_key
+        return blake3.blake3(data, key=key).digest()
 
     def save_pack(self, data: bytes | bytearray) -> bytes:
         pack_id = layout.object_id(data)
@@ -189,7 +209,7 @@ class Repository:
             self.keys.encryption, self.pack_salt(entry.pack_id), rec, ciphertext, what
         )
         data = blobcodec.decode(payload, entry.raw_length, what)
-        if self.blob_id(data) != blob_id:
+        if self.blob_id(data, entry.type) != blob_id:
             raise IntegrityError(f"{what} does not match its ID")
         return data
 
@@ -235,7 +255,7 @@ class Repository:
 
     def snapshots(self) -> list[Snapshot]:
         snaps = [self.load_snapshot(oid) for oid in self.snapshot_ids()]
-        return sorted(snaps, key=lambda s: (s.time, s.id))
+        return sorted(snaps, key=lambda s: (datetime.fromisoformat(s.time), s.id))
 
     def find_snapshot(self, ref: str) -> Snapshot:
         """An ID, a unique prefix of one, or ``latest``."""
