@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import os
+import base64
 import sys
 from datetime import UTC, datetime
 
@@ -21,9 +21,21 @@ def rfc3339_ns(ns: int) -> str:
     return f"{base}.{frac:09d}Z"
 
 
+def text_fields(key: str, raw: bytes) -> dict[str, str]:
+    """``key`` as text for people and strict JSON parsers (undecodable bytes become U+FFFD),
+    plus ``key_raw`` (base64 of the exact bytes) when the bytes are not UTF-8."""
+    try:
+        return {key: raw.decode("utf-8")}
+    except UnicodeDecodeError:
+        return {
+            key: raw.decode("utf-8", errors="replace"),
+            f"{key}_raw": base64.b64encode(raw).decode("ascii"),
+        }
+
+
 def entry_json(path: bytes, n: Node) -> dict[str, object]:
     d: dict[str, object] = {
-        "path": os.fsdecode(path),
+        **text_fields("path", path),
         "type": n.type,
         "size": n.size,
         "mode": oct(n.mode),
@@ -32,7 +44,7 @@ def entry_json(path: bytes, n: Node) -> dict[str, object]:
         "gid": n.gid,
     }
     if n.target is not None:
-        d["target"] = os.fsdecode(n.target)
+        d.update(text_fields("target", n.target))
     return d
 
 

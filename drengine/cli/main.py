@@ -60,6 +60,11 @@ def _register() -> None:
 _register()
 
 
+def _is_click_exception(e: BaseException) -> bool:
+    # typer vendors its own click; match by class name rather than a private import.
+    return any(c.__name__ == "ClickException" for c in type(e).__mro__)
+
+
 def main() -> None:
     try:
         rc = app(standalone_mode=False)
@@ -78,11 +83,10 @@ def main() -> None:
         print("drengine: interrupted", file=sys.stderr)
         sys.exit(130)
     except Exception as e:  # click's usage errors and anything unexpected
-        import click
-
-        if isinstance(e, click.ClickException):
-            e.show()
-            sys.exit(e.exit_code)
+        if _is_click_exception(e):
+            msg = e.format_message()  # type: ignore[attr-defined]
+            print(f"drengine: error: {msg} (see --help)", file=sys.stderr)
+            sys.exit(2)
         if STATE.debug:
             raise
         print(

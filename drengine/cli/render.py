@@ -14,7 +14,8 @@ from rich.console import Console
 
 from drengine.engine.progress import Progress
 
-err_console = Console(stderr=True, highlight=False)
+# soft_wrap: a message stays one line when stderr is a log file or a pipe (scripts grep it).
+err_console = Console(stderr=True, highlight=False, soft_wrap=True)
 out_console = Console(highlight=False)
 
 

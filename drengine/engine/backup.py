@@ -25,7 +25,7 @@ from typing import Any, TypeAlias
 import blake3
 
 from drengine import __version__
-from drengine.core.errors import UsageError
+from drengine.core.errors import DrengineError, UsageError
 from drengine.core.model import Node, Snapshot, encode_tree
 from drengine.engine.cache_dir import repo_cache_dir
 from drengine.engine.files_cache import FilesCache
@@ -342,6 +342,13 @@ def run_backup(
                 slot = slot.setdefault(comp, {})
             slot[parts[-1]] = child
         w.drain(0)
+        if not root_children:
+            raise DrengineError(
+                "nothing to back up: "
+                + "; ".join(f"{e['path']}: {e['error']}" for e in w.errors)
+                if w.errors
+                else "nothing to back up: every path given is excluded"
+            )
         if b"" in root_children:
             top = w.resolve(root_children[b""], b"")
             root = top.subtree if top is not None and top.subtree else _empty_tree(w)

@@ -23,7 +23,7 @@ from drengine.core.errors import DrengineError, IntegrityError
 from drengine.core.model import Node, Snapshot
 from drengine.engine.blobstream import blob_stream
 from drengine.engine.progress import Progress
-from drengine.engine.tree_paths import split_path
+from drengine.engine.tree_paths import find_node, split_path
 from drengine.repository.repo import Repository
 from drengine.sources.files import apply_metadata, make_special
 
@@ -235,4 +235,6 @@ def run_restore(
     progress: Progress | None = None,
 ) -> RestoreResult:
     """Restore all it can; entries that failed are listed in ``errors``, never left wrong."""
+    for path in includes or []:
+        find_node(repo, snap, path)  # a typo must not look like a successful empty restore
     return Restorer(repo, target, includes or [], progress or Progress()).run(snap)

@@ -67,7 +67,14 @@ class CLI:
     def __init__(self, workdir: Path) -> None:
         self.workdir = workdir
         self.cache_dir = workdir / "cache"
-        env = {k: v for k, v in os.environ.items() if not k.startswith("DRENGINE_")}
+        # Nothing from the caller's environment may steer the tool: no DRENGINE_* settings,
+        # and no terminal width or colour forcing (the output must not depend on them).
+        dropped = {"COLUMNS", "LINES", "FORCE_COLOR", "TTY_COMPATIBLE", "TTY_INTERACTIVE"}
+        env = {
+            k: v
+            for k, v in os.environ.items()
+            if not k.startswith("DRENGINE_") and k not in dropped
+        }
         env["DRENGINE_PASSWORD"] = PASSWORD
         env["DRENGINE_CACHE_DIR"] = str(self.cache_dir)
         env["PYTHONPATH"] = os.pathsep.join(

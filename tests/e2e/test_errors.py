@@ -130,6 +130,30 @@ def test_unknown_snapshot_exits_2(repo: Repo, tmp_path: Path, args: tuple[str, .
     assert not target.exists() or list(target.iterdir()) == []
 
 
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("frobnicate",),  # unknown command
+        ("backup", "--no-such-option", "/etc/hostname"),
+        ("backup",),  # PATH missing
+        ("ls",),  # SNAPSHOT missing
+        ("snapshots", "--host"),  # option without its value
+        ("restore", "latest", "--target"),
+    ],
+    ids=["unknown-command", "unknown-option", "no-paths", "no-snapshot", "no-value", "no-target"],
+)
+def test_usage_errors_exit_2(repo: Repo, args: tuple[str, ...]) -> None:
+    result = repo.run(*args, check_code=2)
+    assert_one_line_error(result)
+
+
+def test_bad_option_value_exits_2(cli: CLI, tmp_path: Path) -> None:
+    where = tmp_path / "repo"
+    result = cli("--repo", str(where), "init", "--kdf-iterations", "many", check_code=2)
+    assert_one_line_error(result)
+    assert not where.exists() or list(where.iterdir()) == []
+
+
 # --------------------------------------------------------------------------- damaged data
 
 
@@ -291,3 +315,14 @@ def test_unreadable_file_and_directory_exit_3(repo: Repo, tmp_path: Path) -> Non
         closed.chmod(0o755)
     summary = result.json()
     assert_partial_backup(repo, summary, [secret, closed], src / "good")
+
+
+def test_unreadable_path_named_on_one_line(repo: Repo, tmp_path: Path) -> None:
+    """Messages go to logs and cron mail: a long path must not be folded across lines."""
+    src = (tmp_path / "src").resolve()
+    src.mkdir()
+    (src / "good").write_bytes(b"readable\n")
+    missing = (tmp_path / ("a-long-directory-name-" * 4) / ("and-a-long-file-name-" * 3)).resolve()
+    assert len(str(missing)) > 160
+    result = repo.run("backup", str(src), str(missing), check_code=3)
+    assert any(str(missing) in line for line in result.err.splitlines()), result.describe()

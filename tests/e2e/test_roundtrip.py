@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import socket
 import stat
 from dataclasses import dataclass
 from pathlib import Path
@@ -83,6 +84,11 @@ def build_tree(src: Path) -> dict[str, Any]:
         f.seek(SPARSE_SIZE // 2)
         f.write(os.urandom(MIB))
     facts["sparse_blocks_source"] = os.stat(src / "sparse").st_blocks * 512
+    with open(src / "sparse_tail", "wb") as f:  # data, then a hole up to the end
+        f.write(os.urandom(100_000))
+        f.truncate(16 * MIB)
+    with open(src / "all_hole", "wb") as f:  # no data at all
+        f.truncate(16 * MIB)
 
     # Modes: read-only, executable, setuid (after chown: chown clears it), setgid and sticky dirs.
     (src / "readonly").write_bytes(b"read only\n")
@@ -99,6 +105,10 @@ def build_tree(src: Path) -> dict[str, Any]:
     os.chmod(src / "sticky_dir", 0o1777)
     (src / "restricted_dir").mkdir()
     (src / "restricted_dir" / "f").write_bytes(b"in a 0700 dir\n")
+    (src / "readonly_dir" / "inner").mkdir(parents=True)
+    (src / "readonly_dir" / "inner" / "f").write_bytes(b"in a read-only dir\n")
+    (src / "closed_dir").mkdir()
+    (src / "closed_dir" / "f").write_bytes(b"in a mode 000 dir\n")
 
     # Ownership: a file, a directory and a symlink owned by others.
     (src / "owned").write_bytes(b"owned by 1234:5678\n")
@@ -119,6 +129,9 @@ def build_tree(src: Path) -> dict[str, Any]:
         os.setxattr(src / "empty_file", "user.empty", b"")
 
     os.chmod(src / "restricted_dir", 0o700)
+    os.chmod(src / "readonly_dir" / "inner", 0o555)
+    os.chmod(src / "readonly_dir", 0o555)
+    os.chmod(src / "closed_dir", 0)
 
     # Nanosecond mtimes on everything, deepest first so directory times stay put.
     paths = sorted(
@@ -218,6 +231,10 @@ def test_sparse_file_stays_sparse(roundtrip: RoundTrip) -> None:
         pytest.skip("the tmp file system does not store sparse files")
     allocated = st.st_blocks * 512
     assert allocated <= 8 * MIB, f"restored sparse file allocates {allocated} bytes"
+    for name in ("sparse_tail", "all_hole"):
+        st = os.stat(roundtrip.restored / name)
+        assert st.st_size == 16 * MIB, name
+        assert st.st_blocks * 512 <= 4 * MIB, f"{name} allocates {st.st_blocks * 512} bytes"
 
 
 def test_ownership_and_special_modes(roundtrip: RoundTrip) -> None:
@@ -276,14 +293,20 @@ def test_restore_include_non_utf8_file(roundtrip: RoundTrip) -> None:
 
 
 def test_special_files(cli: CLI, tmp_path: Path) -> None:
-    """FIFOs and device nodes are recreated, never opened for reading."""
+    """FIFOs, sockets and device nodes are recreated, never opened for reading."""
     repo = make_repo(cli, tmp_path / "repo")
     src = (tmp_path / "src").resolve()
     src.mkdir()
     os.mkfifo(src / "fifo", 0o640)
     os.mknod(src / "null", 0o666 | stat.S_IFCHR, os.makedev(1, 3))
+    os.mknod(src / "loop", 0o660 | stat.S_IFBLK, os.makedev(7, 200))
+    names = ["fifo", "null", "loop", "regular", "."]
+    if len(os.fsencode(src / "sock")) < 100:  # sun_path holds 108 bytes
+        with socket.socket(socket.AF_UNIX) as sock:
+            sock.bind(str(src / "sock"))
+        names.append("sock")
     (src / "regular").write_bytes(b"regular\n")
-    for i, name in enumerate(("fifo", "null", "regular", ".")):
+    for i, name in enumerate(names):
         ns = BASE_NS + i * 999_999_937
         os.utime(src / name, ns=(ns, ns))
     before = scan_tree(src)
@@ -323,3 +346,41 @@ def test_exclude_glob(cli: CLI, tmp_path: Path) -> None:
         if p.is_file()
     }
     assert found == kept
+
+
+def test_backup_of_a_single_file_and_a_relative_path(cli: CLI, tmp_path: Path) -> None:
+    """A file given directly is stored under its absolute path; relative paths are made absolute."""
+    repo = make_repo(cli, tmp_path / "repo")
+    src = (tmp_path / "src").resolve()
+    src.mkdir()
+    (src / "alone.txt").write_bytes(b"just me\n")
+    (src / "sibling").write_bytes(b"not backed up\n")
+    os.utime(src / "alone.txt", ns=(BASE_NS, BASE_NS))
+    # The CLI runs with cwd=tmp_path, so "src/alone.txt" is relative to it.
+    summary = repo.backup("src/alone.txt")
+    snap = repo.snapshots()[0]
+    assert snap["paths"] == [str(src / "alone.txt")]
+    assert summary["files_total"] == 1
+    target = tmp_path / "restore"
+    repo.restore(summary["snapshot_id"], target)
+    restored = restored_path(target, src)
+    assert os.listdir(restored) == ["alone.txt"]
+    assert (restored / "alone.txt").read_bytes() == b"just me\n"
+    assert os.stat(restored / "alone.txt").st_mtime_ns == BASE_NS
+
+
+def test_changed_content_with_same_size_and_mtime_is_backed_up(cli: CLI, tmp_path: Path) -> None:
+    """The files cache must not trust size+mtime alone (ctime/inode change too)."""
+    repo = make_repo(cli, tmp_path / "repo")
+    src = (tmp_path / "src").resolve()
+    src.mkdir()
+    path = src / "f"
+    path.write_bytes(b"AAAA" * 1000)
+    os.utime(path, ns=(BASE_NS, BASE_NS))
+    repo.backup(str(src))
+    with open(path, "r+b") as f:
+        f.write(b"BBBB")
+    os.utime(path, ns=(BASE_NS, BASE_NS))
+    second = repo.backup(str(src))
+    assert second["files_changed"] == 1, second
+    assert repo.run("dump", "latest", str(path)).stdout == b"BBBB" + b"AAAA" * 999
