@@ -34,7 +34,12 @@ def b64e(data: bytes) -> str:
 
 
 def b64d(text: str) -> bytes:
-    return base64.b64decode(text.encode("ascii"), validate=True)
+    """Strict base64: only the canonical encoding of some bytes is accepted, so no two
+    strings (say, differing in unused padding bits) decode to the same key material."""
+    data = base64.b64decode(text.encode("ascii"), validate=True)
+    if base64.b64encode(data).decode("ascii") != text:
+        raise ValueError("not canonical base64")
+    return data
 
 
 @dataclass(frozen=True)
@@ -113,13 +118,35 @@ def open_key_file(data: bytes, password: bytes, name: str) -> MasterKeys:
             raise IntegrityError(f"key file {name} has an unsupported version or KDF")
         params = KdfParams(int(kdf["memory_kib"]), int(kdf["iterations"]), int(kdf["parallelism"]))
         salt, nonce, wrapped = b64d(kdf["salt"]), b64d(doc["nonce"]), b64d(doc["data"])
-    except (ValueError, KeyError, TypeError) as e:
+        _check_params(params, salt, nonce)
+    except (ValueError, KeyError, TypeError, AttributeError) as e:
         raise IntegrityError(f"key file {name} is damaged: {e}") from None
     try:
         plain = AESGCM(params.derive(password, salt)).decrypt(nonce, wrapped, _KEYFILE_AAD)
     except InvalidTag:
         raise WrongPassword("wrong password") from None
-    return MasterKeys.from_json(plain)
+    try:
+        return MasterKeys.from_json(plain)
+    except (ValueError, KeyError, TypeError) as e:
+        raise IntegrityError(f"key file {name} holds malformed keys: {e}") from None
+
+
+# Bounds on what a key file may ask of us: a damaged (or hostile) file must not make the
+# KDF fail obscurely or allocate without limit.
+_MAX_MEMORY_KIB = 4 * 1024 * 1024
+_MAX_ITERATIONS = 1000
+_MAX_PARALLELISM = 64
+
+
+def _check_params(p: KdfParams, salt: bytes, nonce: bytes) -> None:
+    if not 1 <= p.parallelism <= _MAX_PARALLELISM:
+        raise ValueError(f"parallelism {p.parallelism} out of range")
+    if not 8 * p.parallelism <= p.memory_kib <= _MAX_MEMORY_KIB:
+        raise ValueError(f"memory {p.memory_kib} KiB out of range")
+    if not 1 <= p.iterations <= _MAX_ITERATIONS:
+        raise ValueError(f"iterations {p.iterations} out of range")
+    if len(salt) != 32 or len(nonce) != 12:
+        raise ValueError("salt or nonce has the wrong length")
 
 
 def key_file_meta(data: bytes) -> dict[str, Any]:

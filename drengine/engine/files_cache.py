@@ -80,20 +80,20 @@ class FilesCache:
         directory, name = os.path.split(path)
         coarse = node.ctime_ns % _NS == 0 and node.mtime_ns % _NS == 0
         margin = _COARSE_MARGIN_NS if coarse else _FINE_MARGIN_NS
-        if node.ctime_ns >= read_started_ns - margin or node.content_hash is None:
-            self._db.execute("DELETE FROM files WHERE dir = ? AND name = ?", (directory, name))
-            return
+        # A racy entry is kept as "seen" (for the changed/new counts) with a size of -1,
+        # which no file matches, so the next backup reads the file again.
+        racy = node.ctime_ns >= read_started_ns - margin or node.content_hash is None
         self._db.execute(
             "INSERT OR REPLACE INTO files VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
             (
                 directory,
                 name,
-                node.size,
+                -1 if racy else node.size,
                 node.mtime_ns,
                 node.ctime_ns,
                 node.inode,
                 b"".join(node.content),
-                node.content_hash,
+                node.content_hash or b"",
             ),
         )
 

@@ -8,6 +8,7 @@ from dataclasses import asdict, dataclass
 
 from drengine.core.errors import IntegrityError, UnsupportedFormat
 from drengine.crypto.aead import seal, unseal
+from drengine.crypto.keys import b64d
 
 FORMAT_NAME = "drengine"
 FORMAT_VERSION = 1
@@ -53,7 +54,9 @@ def read_header(data: bytes, location: str) -> tuple[int, str, bytes]:
         if doc.get("format") != FORMAT_NAME:
             raise ValueError("not a drengine config")
         version, repo_id = int(doc["version"]), str(doc["id"])
-        sealed = base64.b64decode(doc["settings"], validate=True)
+        if version < 1:
+            raise ValueError(f"version {version} does not exist")
+        sealed = b64d(doc["settings"])
     except (ValueError, KeyError, TypeError) as e:
         raise IntegrityError(
             f"the config of the repository at {location} is damaged: {e}"

@@ -103,7 +103,10 @@ class Repository:
         damaged: list[str] = []
         for name in sorted(key_names):
             try:
-                keys = open_key_file(backend.get(name), password, name)
+                data = backend.get(name)
+                if layout.object_id(data) != name[len(layout.KEYS) :]:
+                    raise IntegrityError(f"key file {name} does not match its name (damaged)")
+                keys = open_key_file(data, password, name)
             except WrongPassword:
                 continue
             except IntegrityError as e:

@@ -7,9 +7,9 @@ and the directory is fsynced, so a crash leaves either the whole object or none 
 
 from __future__ import annotations
 
-import errno
 import os
 import secrets
+import stat
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -30,6 +30,11 @@ class LocalBackend:
     def _path(self, name: str) -> Path:
         check_name(name)
         return self._root / name
+
+    @staticmethod
+    def _not_an_object(e: OSError) -> bool:
+        # A directory of the layout, or a path through an object, is "no such object".
+        return isinstance(e, FileNotFoundError | IsADirectoryError | NotADirectoryError)
 
     def _write_temp(self, path: Path, data: Buffer) -> Path:
         try:
@@ -86,9 +91,9 @@ class LocalBackend:
                     f.seek(offset)
                     return f.read()
                 data = os.pread(f.fileno(), length, offset)
-        except FileNotFoundError as e:
-            raise ObjectNotFound(f"object {name} not found in {self._root}") from e
         except OSError as e:
+            if self._not_an_object(e):
+                raise ObjectNotFound(f"object {name} not found in {self._root}") from e
             raise StorageError(f"cannot read {path}: {e.strerror}") from e
         if len(data) != length:
             raise StorageError(
@@ -99,10 +104,12 @@ class LocalBackend:
     def list(self, prefix: str) -> Iterator[ObjectInfo]:
         # Walk the deepest directory the prefix names, then filter by the full prefix.
         base = prefix.rsplit("/", 1)[0] if "/" in prefix else ""
+        if base:
+            check_name(base)  # no "..", no absolute prefix: never list outside the root
         start = self._root / base if base else self._root
         try:
             yield from self._walk(start, base, prefix)
-        except FileNotFoundError:
+        except (FileNotFoundError, NotADirectoryError):
             return
 
     def _walk(self, directory: Path, rel: str, prefix: str) -> Iterator[ObjectInfo]:
@@ -122,22 +129,27 @@ class LocalBackend:
                     continue
 
     def delete(self, name: str) -> None:
+        path = self._path(name)
         try:
-            self._path(name).unlink()
-        except FileNotFoundError:
-            return
+            if path.is_dir():
+                return
+            path.unlink()
         except OSError as e:
-            raise StorageError(f"cannot delete {self._path(name)}: {e.strerror}") from e
+            if self._not_an_object(e):
+                return
+            raise StorageError(f"cannot delete {path}: {e.strerror}") from e
 
     def stat(self, name: str) -> ObjectInfo:
+        path = self._path(name)
         try:
-            return ObjectInfo(name, self._path(name).stat().st_size)
-        except FileNotFoundError as e:
-            raise ObjectNotFound(f"object {name} not found in {self._root}") from e
+            st = path.stat()
         except OSError as e:
-            if e.errno == errno.ENOTDIR:
+            if self._not_an_object(e):
                 raise ObjectNotFound(f"object {name} not found in {self._root}") from e
-            raise StorageError(f"cannot stat {self._path(name)}: {e.strerror}") from e
+            raise StorageError(f"cannot stat {path}: {e.strerror}") from e
+        if not stat.S_ISREG(st.st_mode):
+            raise ObjectNotFound(f"object {name} not found in {self._root}")
+        return ObjectInfo(name, st.st_size)
 
     def close(self) -> None:
         pass

@@ -31,6 +31,7 @@ class MemoryBackend:
             self._objects[name] = bytes(data)
 
     def get(self, name: str, offset: int = 0, length: int | None = None) -> bytes:
+        check_name(name)
         with self._lock:
             data = self._objects.get(name)
         if data is None:
@@ -49,10 +50,12 @@ class MemoryBackend:
             yield ObjectInfo(name, size)
 
     def delete(self, name: str) -> None:
+        check_name(name)
         with self._lock:
             self._objects.pop(name, None)
 
     def stat(self, name: str) -> ObjectInfo:
+        check_name(name)
         with self._lock:
             data = self._objects.get(name)
         if data is None:
