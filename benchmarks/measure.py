@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -21,6 +22,7 @@ class Measurement:
     argv: list[str]
     returncode: int
     seconds: float
+    cpu_seconds: float  # user + system
     peak_rss_mib: float
     log: Path
 
@@ -52,26 +54,34 @@ def run_measured(
     ``wait4`` is used and the value is only an upper bound (floored at the runner's peak).
     """
     log.parent.mkdir(parents=True, exist_ok=True)
-    rss_file = log.with_suffix(".maxrss")
+    rss_file = log.with_suffix(".time")
     rss_file.unlink(missing_ok=True)
-    full = [GNU_TIME, "-f", "%M", "-o", str(rss_file), *argv] if use_gnu_time else list(argv)
+    gnu = [GNU_TIME, "-f", "%U %S %M", "-o", str(rss_file)] if use_gnu_time else []
     with log.open("wb") as out:
         out.write(("$ " + " ".join(argv) + "\n").encode())
         out.flush()
         start = time.perf_counter()
         proc = subprocess.Popen(
-            full, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, env=dict(env)
+            [*gnu, *argv],
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env=dict(env),
         )
         _pid, status, usage = os.wait4(proc.pid, 0)
         seconds = time.perf_counter() - start
     code = os.waitstatus_to_exitcode(status)
     proc.returncode = code  # already reaped: keep Popen from waiting again
-    peak_kib = usage.ru_maxrss
+    cpu, peak_kib = usage.ru_utime + usage.ru_stime, float(usage.ru_maxrss)
     if use_gnu_time:
-        # GNU time writes "Command exited with non-zero status N" before %M on failure.
-        lines = rss_file.read_text().split() if rss_file.exists() else []
-        peak_kib = int(lines[-1]) if lines and lines[-1].isdigit() else 0
-    return Measurement(list(argv), code, seconds, peak_kib / 1024, log)
+        # The last line is "%U %S %M"; on failure GNU time writes a status line before it.
+        lines = rss_file.read_text().splitlines() if rss_file.exists() else []
+        try:
+            user, system, peak = (float(x) for x in lines[-1].split())
+            cpu, peak_kib = user + system, peak
+        except (IndexError, ValueError):
+            peak_kib = 0.0
+    return Measurement(list(argv), code, seconds, cpu, peak_kib / 1024, log)
 
 
 def check_ok(m: Measurement, what: str) -> Measurement:
@@ -141,7 +151,7 @@ def tree_bytes(root: Path) -> int:
     return total
 
 
-def machine_info() -> dict[str, str | int]:
+def machine_info() -> dict[str, str | int | float]:
     model = "unknown"
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -165,3 +175,39 @@ def machine_info() -> dict[str, str | int]:
         "python": sys.version.split()[0],
         "kernel": os.uname().release,
     }
+
+
+def apt_install(package: str) -> bool:
+    """``apt-get install -y PACKAGE`` (after ``apt-get update`` if the first try fails)."""
+    if shutil.which("apt-get") is None:
+        return False
+    print(f"installing {package} with apt-get ...", flush=True)
+    install = ["apt-get", "install", "-y", "-q", package]
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    if subprocess.run(install, env=env, check=False).returncode == 0:
+        return True
+    subprocess.run(["apt-get", "update", "-q"], env=env, check=False)
+    return subprocess.run(install, env=env, check=False).returncode == 0
+
+
+def ensure_restic() -> str:
+    """Path of restic, installed from Debian's packages if it is missing."""
+    found = shutil.which("restic")
+    if not found:
+        apt_install("restic")
+        found = shutil.which("restic")
+    if not found:
+        sys.exit("benchmarks: error: restic is not on PATH and `apt-get install restic` failed")
+    return found
+
+
+def ensure_gnu_time() -> bool:
+    """True if GNU time can measure peak RSS (see measure.run_measured)."""
+    if gnu_time_available() or (apt_install("time") and gnu_time_available()):
+        return True
+    print(
+        "WARNING: GNU time (/usr/bin/time) is missing: peak RSS falls back to wait4(), which is"
+        " only an upper bound (it includes this runner's own peak)",
+        file=sys.stderr,
+    )
+    return False

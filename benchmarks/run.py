@@ -27,7 +27,8 @@ from measure import (
     build_manifest,
     check_ok,
     compare_manifests,
-    gnu_time_available,
+    ensure_gnu_time,
+    ensure_restic,
     machine_info,
     run_measured,
     run_quiet,
@@ -66,42 +67,6 @@ def clean_env() -> dict[str, str]:
     """The parent's environment without anything that could configure either tool."""
     drop = ("RESTIC_", "DRENGINE_", "GOMAXPROCS", "GOGC")
     return {k: v for k, v in os.environ.items() if not k.startswith(drop)}
-
-
-def apt_install(package: str) -> bool:
-    """``apt-get install -y PACKAGE`` (after ``apt-get update`` if the first try fails)."""
-    if shutil.which("apt-get") is None:
-        return False
-    print(f"installing {package} with apt-get ...", flush=True)
-    install = ["apt-get", "install", "-y", "-q", package]
-    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    if subprocess.run(install, env=env, check=False).returncode == 0:
-        return True
-    subprocess.run(["apt-get", "update", "-q"], env=env, check=False)
-    return subprocess.run(install, env=env, check=False).returncode == 0
-
-
-def ensure_restic() -> str:
-    """Path of restic, installed from Debian's packages if it is missing."""
-    found = shutil.which("restic")
-    if not found:
-        apt_install("restic")
-        found = shutil.which("restic")
-    if not found:
-        sys.exit("benchmarks: error: restic is not on PATH and `apt-get install restic` failed")
-    return found
-
-
-def ensure_gnu_time() -> bool:
-    """True if GNU time can measure peak RSS (see measure.run_measured)."""
-    if gnu_time_available() or (apt_install("time") and gnu_time_available()):
-        return True
-    print(
-        "WARNING: GNU time (/usr/bin/time) is missing: peak RSS falls back to wait4(), which is"
-        " only an upper bound (it includes this runner's own peak)",
-        file=sys.stderr,
-    )
-    return False
 
 
 def make_restic(workdir: Path) -> Tool:
@@ -170,7 +135,11 @@ def bench_tool(
         slug = op.replace(" ", "").replace("--", "-")
         m = run_measured(tool.cmd(repo, *args), tool.env, logs / f"{slug}.log", gnu_time)
         check_ok(m, op)
-        print(f" {m.seconds:.2f} s, peak RSS {m.peak_rss_mib:.0f} MiB", flush=True)
+        print(
+            f" {m.seconds:.2f} s (CPU {m.cpu_seconds:.2f} s), peak RSS {m.peak_rss_mib:.0f} MiB"
+            f", load {os.getloadavg()[0]:.1f}",
+            flush=True,
+        )
         tool.results[op] = m
         return m
 
@@ -198,6 +167,7 @@ def table_rows(tools: list[Tool], ds: DatasetInfo) -> list[dict[str, Any]]:
                     "operation": op,
                     "tool": tool.name,
                     "seconds": round(m.seconds, 3),
+                    "cpu_seconds": round(m.cpu_seconds, 2),
                     "mb_per_s": round(ds.total_bytes / 1e6 / m.seconds, 1),
                     "peak_rss_mib": round(m.peak_rss_mib, 1),
                 }
@@ -206,7 +176,10 @@ def table_rows(tools: list[Tool], ds: DatasetInfo) -> list[dict[str, Any]]:
 
 
 def print_table(rows: list[dict[str, Any]]) -> None:
-    header = f"{'operation':<19} {'tool':<9} {'seconds':>9} {'MB/s':>8} {'peak RSS MiB':>13}"
+    header = (
+        f"{'operation':<19} {'tool':<9} {'seconds':>8} {'MB/s':>8} {'peak RSS MiB':>13}"
+        f" {'CPU s':>7}"
+    )
     print("\n" + header + "\n" + "-" * len(header))
     last = None
     for r in rows:
@@ -214,8 +187,8 @@ def print_table(rows: list[dict[str, Any]]) -> None:
             print()
         last = r["operation"]
         print(
-            f"{r['operation']:<19} {r['tool']:<9} {r['seconds']:>9.2f} {r['mb_per_s']:>8.1f} "
-            f"{r['peak_rss_mib']:>13.1f}"
+            f"{r['operation']:<19} {r['tool']:<9} {r['seconds']:>8.2f} {r['mb_per_s']:>8.1f} "
+            f"{r['peak_rss_mib']:>13.1f} {r['cpu_seconds']:>7.2f}"
         )
 
 
@@ -238,6 +211,14 @@ def main(argv: list[str] | None = None) -> int:
         f"machine: {machine['nproc']} CPUs ({machine['cpu_model']}), {machine['memory']} RAM, "
         f"Python {machine['python']}, Linux {machine['kernel']}"
     )
+    load = os.getloadavg()[0]
+    machine["load_at_start"] = round(load, 2)
+    if load > 0.5:
+        print(
+            f"WARNING: the machine is busy (1-minute load {load:.1f}): wall-clock times will be"
+            " noisy; CPU seconds are less affected",
+            file=sys.stderr,
+        )
     names = [args.only] if args.only else ["restic", "drengine"]
     tools = [
         make_restic(workdir) if n == "restic" else make_drengine(workdir, args.drengine_cmd)
@@ -282,6 +263,7 @@ def main(argv: list[str] | None = None) -> int:
                     op: {
                         "argv": m.argv,
                         "seconds": round(m.seconds, 3),
+                        "cpu_seconds": round(m.cpu_seconds, 2),
                         "peak_rss_mib": round(m.peak_rss_mib, 1),
                     }
                     for op, m in t.results.items()
