@@ -25,7 +25,7 @@ from drengine.engine.blobstream import blob_stream
 from drengine.engine.progress import Progress
 from drengine.engine.tree_paths import find_node, split_path
 from drengine.repository.repo import Repository
-from drengine.sources.files import apply_metadata, make_special
+from drengine.sources.files import apply_metadata, apply_metadata_fd, make_special
 
 _FILE_WORKERS = 3
 _FETCH_WORKERS = 4
@@ -148,9 +148,12 @@ class Restorer:
             try:
                 hasher = blake3.blake3()
                 pos = 0
-                for data in blob_stream(self.repo, node.content, fetch):
+
+                def write(offset: int, data: bytes) -> None:
                     if not (node.sparse and _is_zero(data)):
-                        os.pwrite(fd, data, pos)
+                        os.pwrite(fd, data, offset)
+
+                for data in blob_stream(self.repo, node.content, fetch, write):
                     hasher.update(data)
                     pos += len(data)
                     self.progress.add_bytes(len(data))
@@ -160,9 +163,9 @@ class Restorer:
                     )
                 if node.sparse:
                     os.ftruncate(fd, pos)  # a hole at the end was never written
+                apply_metadata_fd(fd, node, is_root=self.is_root)
             finally:
                 os.close(fd)
-            apply_metadata(tmp, node, is_root=self.is_root)
             os.replace(tmp, dest)
         except (DrengineError, OSError) as e:
             os.unlink(tmp)

@@ -125,6 +125,18 @@ def apply_metadata(path: bytes, node: Node, *, is_root: bool) -> None:
     os.utime(path, ns=(node.mtime_ns, node.mtime_ns), follow_symlinks=False)
 
 
+def apply_metadata_fd(fd: int, node: Node, *, is_root: bool) -> None:
+    """``apply_metadata`` for a regular file still open for writing: by descriptor, so no
+    path look-ups (this runs once per restored file)."""
+    if is_root:
+        os.fchown(fd, node.uid, node.gid)
+    for key, value in node.xattrs:
+        with contextlib.suppress(OSError):
+            os.setxattr(fd, key, value)
+    os.fchmod(fd, node.mode)
+    os.utime(fd, ns=(node.mtime_ns, node.mtime_ns))
+
+
 def make_special(path: bytes, node: Node) -> None:
     """Create a symlink, FIFO, device node or socket placeholder."""
     if node.type == "symlink":

@@ -86,11 +86,15 @@ class LocalBackend:
     def get(self, name: str, offset: int = 0, length: int | None = None) -> bytes:
         path = self._path(name)
         try:
-            with open(path, "rb", buffering=0) as f:
-                if length is None:
+            if length is None:
+                with open(path, "rb", buffering=0) as f:
                     f.seek(offset)
                     return f.read()
-                data = os.pread(f.fileno(), length, offset)
+            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+            try:
+                data = os.pread(fd, length, offset)
+            finally:
+                os.close(fd)
         except OSError as e:
             if self._not_an_object(e):
                 raise ObjectNotFound(f"object {name} not found in {self._root}") from e
