@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import signal
 import sys
 
 import typer
@@ -65,7 +66,14 @@ def _is_click_exception(e: BaseException) -> bool:
     return any(c.__name__ == "ClickException" for c in type(e).__mro__)
 
 
+def _terminate(signum: int, frame: object) -> None:
+    # cron, systemd and the daemon stop us with SIGTERM: unwind like Ctrl-C, so a backup
+    # indexes what it uploaded and temporary files are removed.
+    raise KeyboardInterrupt
+
+
 def main() -> None:
+    signal.signal(signal.SIGTERM, _terminate)
     try:
         rc = app(standalone_mode=False)
         sys.exit(rc if isinstance(rc, int) else 0)

@@ -357,7 +357,9 @@ def run_backup(
         saver.close()
         ok = True
     finally:
-        w.pool.shutdown(wait=True)
+        if not ok:
+            saver.stop()  # readers blocked on a full queue get an error and return
+        w.pool.shutdown(wait=True, cancel_futures=not ok)
         if not ok:
             saver.abort()
         if w.cache is not None:

@@ -12,6 +12,7 @@ leaves most of its uploaded packs indexed and the next backup reuses them.
 
 from __future__ import annotations
 
+import logging
 import os
 import queue
 import threading
@@ -23,6 +24,7 @@ from drengine.repository.layout import BlobType
 from drengine.repository.pack import BlobRecord, PackWriter
 from drengine.repository.repo import Repository
 
+log = logging.getLogger(__name__)
 T = TypeVar("T")
 _STOP = None
 _POLL = 0.2
@@ -106,10 +108,21 @@ class BlobSaver:
         finally:
             self._error = self._error or RuntimeError("saver closed")
 
-    def abort(self) -> None:
-        """Stop the workers without writing anything more (after a failure elsewhere)."""
+    def stop(self) -> None:
+        """Make every further ``save`` fail and the workers wind down."""
         if self._error is None:
             self._error = RuntimeError("backup aborted")
+
+    def abort(self) -> None:
+        """Stop the workers (after a failure elsewhere, or an interrupt), then index the packs
+        that did reach storage, so the next backup reuses them instead of uploading again."""
+        self.stop()
+        self._join(self._sealers)
+        self._join(self._uploaders)
+        try:
+            self._write_index(force=True)
+        except Exception as e:  # best effort: the original failure is what matters
+            log.warning("could not index the packs of the aborted backup: %s", e)
 
     # ---- internals ----------------------------------------------------------------------
 
