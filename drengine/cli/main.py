@@ -52,6 +52,7 @@ def _register() -> None:
         cmd_check,
         cmd_dump,
         cmd_init,
+        cmd_key,
         cmd_ls,
         cmd_restore,
         cmd_snapshots,

@@ -22,21 +22,24 @@ class State:
 STATE = State()
 
 
+def _password_from_file(path: str) -> bytes:
+    try:
+        with open(path, "rb") as f:
+            lines = f.read().splitlines()
+    except OSError as e:
+        raise UsageError(f"cannot read the password file {path}: {e.strerror}") from None
+    if not lines or not lines[0]:
+        raise UsageError(f"the password file {path} is empty")
+    return lines[0]
+
+
 def read_password(confirm: bool = False) -> bytes:
     """From DRENGINE_PASSWORD, _FILE, _COMMAND, or a prompt on a terminal."""
     env = os.environ
     if "DRENGINE_PASSWORD" in env:
         return env["DRENGINE_PASSWORD"].encode()
     if "DRENGINE_PASSWORD_FILE" in env:
-        path = env["DRENGINE_PASSWORD_FILE"]
-        try:
-            with open(path, "rb") as f:
-                lines = f.read().splitlines()
-        except OSError as e:
-            raise UsageError(f"cannot read the password file {path}: {e.strerror}") from None
-        if not lines or not lines[0]:
-            raise UsageError(f"the password file {path} is empty")
-        return lines[0]
+        return _password_from_file(env["DRENGINE_PASSWORD_FILE"])
     if "DRENGINE_PASSWORD_COMMAND" in env:
         cmd = env["DRENGINE_PASSWORD_COMMAND"]
         try:
@@ -58,6 +61,21 @@ def read_password(confirm: bool = False) -> bytes:
         "no password: set DRENGINE_PASSWORD, DRENGINE_PASSWORD_FILE or "
         "DRENGINE_PASSWORD_COMMAND, or run on a terminal"
     )
+
+
+def read_new_password() -> bytes:
+    """A new password for ``key add``/``passwd``: DRENGINE_NEW_PASSWORD(_FILE) or a prompt."""
+    env = os.environ
+    if env.get("DRENGINE_NEW_PASSWORD"):
+        return env["DRENGINE_NEW_PASSWORD"].encode()
+    if "DRENGINE_NEW_PASSWORD_FILE" in env:
+        return _password_from_file(env["DRENGINE_NEW_PASSWORD_FILE"])
+    if sys.stdin.isatty():
+        pw = getpass.getpass("new password: ")
+        if not pw or getpass.getpass("repeat new password: ") != pw:
+            raise UsageError("the new passwords are empty or do not match")
+        return pw.encode()
+    raise UsageError("no new password: set DRENGINE_NEW_PASSWORD or run on a terminal")
 
 
 def repo_url() -> str:

@@ -344,8 +344,7 @@ def run_backup(
         w.drain(0)
         if not root_children:
             raise DrengineError(
-                "nothing to back up: "
-                + "; ".join(f"{e['path']}: {e['error']}" for e in w.errors)
+                "nothing to back up: " + "; ".join(f"{e['path']}: {e['error']}" for e in w.errors)
                 if w.errors
                 else "nothing to back up: every path given is excluded"
             )

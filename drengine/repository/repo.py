@@ -21,7 +21,13 @@ from drengine.core.errors import (
 )
 from drengine.core.model import Node, Snapshot, decode_tree
 from drengine.crypto.aead import seal, unseal
-from drengine.crypto.keys import KdfParams, MasterKeys, make_key_file, open_key_file
+from drengine.crypto.keys import (
+    KdfParams,
+    MasterKeys,
+    key_file_meta,
+    make_key_file,
+    open_key_file,
+)
 from drengine.repository import blobcodec, layout
 from drengine.repository.config import (
     FORMAT_VERSION,
@@ -45,6 +51,7 @@ class Repository:
         self.backend = backend
         self.keys = keys
         self.config = config
+        self.key_name = ""  # the key file that opened this repository
         self.index = Index()
         self._salts: dict[bytes, bytes] = {}
         self._salt_lock = threading.Lock()
@@ -76,10 +83,13 @@ class Repository:
         keys = MasterKeys.generate()
         config = Config(FORMAT_VERSION, os.urandom(32).hex(), settings or Settings())
         key_data = make_key_file(keys, password, kdf or KdfParams(), _key_meta())
-        backend.put(layout.KEYS + layout.object_id(key_data), key_data)
+        key_name = layout.KEYS + layout.object_id(key_data)
+        backend.put(key_name, key_data)
         # The config goes last: until it exists, nothing claims a repository is here.
         backend.put_if_absent(layout.CONFIG, config.to_bytes(keys.encryption))
-        return cls(backend, keys, config)
+        repo = cls(backend, keys, config)
+        repo.key_name = key_name
+        return repo
 
     @staticmethod
     def probe(backend: Backend) -> tuple[int, str, bytes]:
@@ -113,16 +123,39 @@ class Repository:
                 damaged.append(str(e))  # another key file may still open
                 continue
             settings = open_settings(sealed, repo_id, keys.encryption)
-            return cls(backend, keys, Config(version, repo_id, settings))
+            repo = cls(backend, keys, Config(version, repo_id, settings))
+            repo.key_name = name
+            return repo
         if damaged and len(damaged) == len(key_names):
             raise IntegrityError(damaged[0])
         raise WrongPassword(f"wrong password for the repository at {backend.location}")
 
     def add_key(self, password: bytes, kdf: KdfParams | None = None) -> str:
+        """Wrap the master keys under another password; returns the new key file's ID."""
         data = make_key_file(self.keys, password, kdf or KdfParams(), _key_meta())
-        name = layout.KEYS + layout.object_id(data)
-        self.backend.put(name, data)
-        return name
+        oid = layout.object_id(data)
+        self.backend.put(layout.KEYS + oid, data)
+        return oid
+
+    def key_files(self) -> list[tuple[str, dict[str, object]]]:
+        """(ID, plain metadata) of every key file."""
+        out = []
+        for info in self.backend.list(layout.KEYS):
+            try:
+                meta = key_file_meta(self.backend.get(info.name))
+            except (ValueError, TypeError):
+                meta = {"damaged": True}
+            out.append((info.name[len(layout.KEYS) :], meta))
+        return sorted(out, key=lambda kv: str(kv[1].get("created", "")))
+
+    def remove_key(self, oid: str) -> None:
+        """Remove a key file; never the one in use, so a repository cannot lock itself out."""
+        if layout.KEYS + oid == self.key_name:
+            raise UsageError(
+                "refusing to remove the key file this command opened the repository with"
+            )
+        self.backend.stat(layout.KEYS + oid)
+        self.backend.delete(layout.KEYS + oid)
 
     # ---- sealed objects -------------------------------------------------------------------
 
