@@ -27,7 +27,7 @@ from drengine.engine.tree_paths import find_node, split_path
 from drengine.repository.repo import Repository
 from drengine.sources.files import apply_metadata, apply_metadata_fd, make_special
 
-_FILE_WORKERS = 3
+_FILE_WORKERS = 2
 _FETCH_WORKERS = 4
 
 

@@ -10,6 +10,8 @@ from __future__ import annotations
 import os
 import secrets
 import stat
+import threading
+from collections import OrderedDict
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -17,11 +19,47 @@ from drengine.core.errors import ObjectExists, ObjectNotFound, StorageError
 from drengine.storage.base import Buffer, ObjectInfo, check_name
 
 _TMP_PREFIX = ".tmp-"
+# Packs are immutable and named by their hash, so a descriptor opened once stays right for as
+# long as we hold it (even if prune deletes the name). Restoring many small files reads many
+# blobs from few packs: keeping a few descriptors open per thread saves an open and a close
+# per blob.
+_CACHED_PREFIX = "data/"
+_FDS_PER_THREAD = 16
+
+
+class _FdCache:
+    def __init__(self) -> None:
+        self.fds: OrderedDict[Path, int] = OrderedDict()
+
+    def get(self, path: Path) -> int:
+        fd = self.fds.get(path)
+        if fd is not None:
+            self.fds.move_to_end(path)
+            return fd
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        self.fds[path] = fd
+        if len(self.fds) > _FDS_PER_THREAD:
+            os.close(self.fds.popitem(last=False)[1])
+        return fd
+
+    def close(self) -> None:
+        while self.fds:
+            os.close(self.fds.popitem()[1])
+
+    def __del__(self) -> None:  # the thread that owned it has ended
+        self.close()
 
 
 class LocalBackend:
     def __init__(self, root: str | os.PathLike[str]) -> None:
         self._root = Path(root)
+        self._local = threading.local()
+
+    def _cached_fd(self, path: Path) -> int:
+        cache: _FdCache | None = getattr(self._local, "fds", None)
+        if cache is None:
+            cache = self._local.fds = _FdCache()
+        return cache.get(path)
 
     @property
     def location(self) -> str:
@@ -90,11 +128,14 @@ class LocalBackend:
                 with open(path, "rb", buffering=0) as f:
                     f.seek(offset)
                     return f.read()
-            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-            try:
-                data = os.pread(fd, length, offset)
-            finally:
-                os.close(fd)
+            if name.startswith(_CACHED_PREFIX):
+                data = os.pread(self._cached_fd(path), length, offset)
+            else:
+                fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+                try:
+                    data = os.pread(fd, length, offset)
+                finally:
+                    os.close(fd)
         except OSError as e:
             if self._not_an_object(e):
                 raise ObjectNotFound(f"object {name} not found in {self._root}") from e
@@ -156,4 +197,6 @@ class LocalBackend:
         return ObjectInfo(name, st.st_size)
 
     def close(self) -> None:
-        pass
+        cache: _FdCache | None = getattr(self._local, "fds", None)
+        if cache is not None:
+            cache.close()
