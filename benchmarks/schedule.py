@@ -1,8 +1,8 @@
 """The measurement schedule: each operation repeated N times, the tools taking turns.
 
 Operations run one after the other (all backups, then all re-backups, ...); within an
-operation the tools alternate (restic, drengine, restic, drengine, ...), so a slow phase of
-the machine hits both tools rather than one.
+operation the tools alternate (restic, drengine, drengine, restic, restic, ...: who goes first
+alternates per repetition), so a slow phase of the machine hits both tools rather than one.
 """
 
 from __future__ import annotations
@@ -81,7 +81,10 @@ class Schedule:
         """
         print(f"\n== {op}: {self.repeat} repetition(s), tools interleaved", flush=True)
         for rep in range(self.repeat):
-            for tool in self.tools:
+            # Who goes first alternates too: on this VM the first of a pair is often the one
+            # that finds the freed memory still warm.
+            order = self.tools if rep % 2 == 0 else list(reversed(self.tools))
+            for tool in order:
                 if tool.error is not None:
                     continue
                 try:

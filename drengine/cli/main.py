@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import sys
 
@@ -91,6 +92,10 @@ def main() -> None:
     except KeyboardInterrupt:
         print("drengine: interrupted", file=sys.stderr)
         sys.exit(130)
+    except BrokenPipeError:
+        # The reader of our output went away (``dump ... | head``): not an error of ours.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        sys.exit(141)
     except Exception as e:  # click's usage errors and anything unexpected
         if _is_click_exception(e):
             msg = e.format_message()  # type: ignore[attr-defined]

@@ -184,7 +184,8 @@ class Restorer:
         self.progress.total_known = True
         os.makedirs(self.target, exist_ok=True)
         created = {d for d, _ in plan.dirs if self.make_dir(d)}
-        files = [(d, n) for d, n in plan.files if os.path.dirname(d) in created | {self.target}]
+        writable = created | {self.target}
+        files = [(d, n) for d, n in plan.files if os.path.dirname(d) in writable]
         # One task per directory (or per large file): writers working in different directories
         # do not queue on one directory's lock for every create and rename.
         by_dir: dict[bytes, list[tuple[bytes, Node]]] = defaultdict(list)
