@@ -57,6 +57,7 @@ def _register() -> None:
         cmd_ls,
         cmd_restore,
         cmd_snapshots,
+        cmd_unlock,
     )
 
 

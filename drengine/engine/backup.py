@@ -33,6 +33,7 @@ from drengine.engine.progress import Progress
 from drengine.pipeline.chunker import Chunker
 from drengine.pipeline.saver import BlobSaver
 from drengine.repository.layout import BlobType
+from drengine.repository.locks import locked
 from drengine.repository.repo import Repository
 from drengine.sources.files import node_from_stat, open_file
 
@@ -311,7 +312,14 @@ def run_backup(
     progress: Progress | None = None,
     now: Callable[[], datetime] = lambda: datetime.now(UTC),
 ) -> BackupResult:
-    progress = progress or Progress()
+    """Back up ``opts.paths`` under a shared lock (other backups may run; prune may not)."""
+    with locked(repo, exclusive=False, operation="backup"):
+        return _run_backup(repo, opts, progress or Progress(), now)
+
+
+def _run_backup(
+    repo: Repository, opts: BackupOptions, progress: Progress, now: Callable[[], datetime]
+) -> BackupResult:
     started = time.monotonic()
     start_time = now()
     paths = _normalize(opts.paths)

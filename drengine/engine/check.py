@@ -18,6 +18,7 @@ from drengine.core.errors import DrengineError
 from drengine.repository import layout
 from drengine.repository.index import IndexEntry
 from drengine.repository.layout import BlobType
+from drengine.repository.locks import locked
 from drengine.repository.pack import parse_trailer
 from drengine.repository.repo import Repository
 
@@ -37,6 +38,13 @@ def run_check(
     read_fraction: float = 0.0,
     say: Callable[[str], None] = lambda _m: None,
     seed: int | None = None,
+) -> CheckResult:
+    with locked(repo, exclusive=False, operation="check"):
+        return _run_check(repo, read_fraction, say, seed)
+
+
+def _run_check(
+    repo: Repository, read_fraction: float, say: Callable[[str], None], seed: int | None
 ) -> CheckResult:
     res = CheckResult()
     say("loading indexes")

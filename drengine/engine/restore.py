@@ -24,6 +24,7 @@ from drengine.core.model import Node, Snapshot
 from drengine.engine.blobstream import blob_stream
 from drengine.engine.progress import Progress
 from drengine.engine.tree_paths import find_node, split_path
+from drengine.repository.locks import locked
 from drengine.repository.repo import Repository
 from drengine.sources.files import apply_metadata, apply_metadata_fd, make_special
 
@@ -241,4 +242,5 @@ def run_restore(
     """Restore all it can; entries that failed are listed in ``errors``, never left wrong."""
     for path in includes or []:
         find_node(repo, snap, path)  # a typo must not look like a successful empty restore
-    return Restorer(repo, target, includes or [], progress or Progress()).run(snap)
+    with locked(repo, exclusive=False, operation="restore"):  # prune must not run meanwhile
+        return Restorer(repo, target, includes or [], progress or Progress()).run(snap)

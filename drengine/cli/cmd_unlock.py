@@ -1,0 +1,30 @@
+"""``drengine unlock``: list locks and remove stale ones."""
+
+from __future__ import annotations
+
+import typer
+
+from drengine.cli.main import app
+from drengine.cli.render import err_console
+from drengine.cli.state import open_repository
+from drengine.repository.locks import Locks
+
+
+@app.command()
+def unlock(
+    remove_all: bool = typer.Option(
+        False, "--remove-all", help="Remove every lock, live ones too (only when you are sure)."
+    ),
+) -> None:
+    """Remove stale locks (not refreshed for 30 minutes, or of a dead process on this host)."""
+    locks = Locks(open_repository())
+    removed = 0
+    for lock in locks.list():
+        stale = locks.stale(lock)
+        if stale or remove_all:
+            locks.delete(lock.id)
+            removed += 1
+            err_console.print(f"removed {'stale ' if stale else ''}{lock.describe()}", markup=False)
+        else:
+            err_console.print(f"kept live {lock.describe()}", markup=False)
+    typer.echo(f"removed {removed} locks")

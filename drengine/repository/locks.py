@@ -1,0 +1,213 @@
+"""Repository locks: shared for writers that only add (backup), exclusive for prune.
+
+A lock is a sealed object ``locks/<random ID>`` created with put-if-absent (an S3 conditional
+write), holding who took it and when. Objects are immutable, so a holder refreshes its lock by
+writing a new lock object and then deleting the old one. A lock is *stale* when it has not
+been refreshed for ``STALE_AFTER``, or when it belongs to this host and its process is gone;
+stale locks never block anyone, are reported, and are removed by ``drengine unlock``.
+
+Taking a lock: write ours first, then list the others. If a conflicting live lock exists,
+delete ours and fail (``RepositoryLocked``, exit 11). Two processes racing may both back off;
+neither can proceed past the other unseen, because each writes before it looks.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import socket
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+from drengine.core.errors import DrengineError, ObjectNotFound, RepositoryLocked
+from drengine.crypto.aead import seal, unseal
+from drengine.repository import layout
+from drengine.repository.repo import Repository
+
+log = logging.getLogger(__name__)
+
+_LOCK_AAD = b"drengine lock"
+# A holder refreshes every REFRESH_EVERY; others treat it as stale after STALE_AFTER without a
+# refresh. The gap allows for clock skew between hosts and a slow storage round trip.
+REFRESH_EVERY = timedelta(minutes=5)
+STALE_AFTER = timedelta(minutes=30)
+
+Clock = Callable[[], datetime]
+
+
+def _utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass(frozen=True)
+class LockInfo:
+    id: str
+    host: str
+    pid: int
+    username: str
+    time: datetime
+    exclusive: bool
+    operation: str
+
+    def describe(self) -> str:
+        kind = "exclusive" if self.exclusive else "shared"
+        return (
+            f"{kind} lock {self.id[:8]} held by {self.operation or 'a process'} "
+            f"(pid {self.pid} on {self.host}, since {self.time.isoformat(timespec='seconds')})"
+        )
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+class Locks:
+    """Reads and writes lock objects of one repository."""
+
+    def __init__(self, repo: Repository, clock: Clock = _utcnow) -> None:
+        self.repo = repo
+        self.clock = clock
+        self.host = socket.gethostname()
+
+    def _write(self, info: dict[str, object]) -> str:
+        data = seal(self.repo.keys.encryption, json.dumps(info).encode(), _LOCK_AAD)
+        oid = layout.object_id(data)
+        self.repo.backend.put_if_absent(layout.LOCKS + oid, data)
+        return oid
+
+    def create(self, exclusive: bool, operation: str) -> str:
+        return self._write(
+            {
+                "host": self.host,
+                "pid": os.getpid(),
+                "username": _username(),
+                "time": self.clock().isoformat(),
+                "exclusive": exclusive,
+                "operation": operation,
+                "nonce": os.urandom(8).hex(),  # two locks never share a name
+            }
+        )
+
+    def delete(self, oid: str) -> None:
+        self.repo.backend.delete(layout.LOCKS + oid)
+
+    def list(self) -> list[LockInfo]:
+        out = []
+        for obj in self.repo.backend.list(layout.LOCKS):
+            oid = obj.name[len(layout.LOCKS) :]
+            try:
+                plain = unseal(
+                    self.repo.keys.encryption,
+                    self.repo.backend.get(obj.name),
+                    _LOCK_AAD,
+                    f"lock {oid}",
+                )
+                d = json.loads(plain)
+                out.append(
+                    LockInfo(
+                        oid,
+                        str(d["host"]),
+                        int(d["pid"]),
+                        str(d.get("username", "")),
+                        datetime.fromisoformat(d["time"]),
+                        bool(d["exclusive"]),
+                        str(d.get("operation", "")),
+                    )
+                )
+            except ObjectNotFound:
+                continue  # released while we listed
+            except (DrengineError, ValueError, KeyError, TypeError) as e:
+                log.warning("ignoring unreadable lock %s: %s", oid, e)
+        return out
+
+    def stale(self, lock: LockInfo) -> bool:
+        if self.clock() - lock.time > STALE_AFTER:
+            return True
+        return lock.host == self.host and not _pid_alive(lock.pid)
+
+
+class HeldLock:
+    """A lock we hold, refreshed in the background until released."""
+
+    def __init__(self, locks: Locks, oid: str, exclusive: bool, operation: str) -> None:
+        self.locks, self.oid, self.exclusive, self.operation = locks, oid, exclusive, operation
+        self.refreshed = locks.clock()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._refresh_loop, name="lock-refresh", daemon=True)
+        self._thread.start()
+
+    def _refresh_loop(self) -> None:
+        while not self._stop.wait(REFRESH_EVERY.total_seconds()):
+            try:
+                self.refresh()
+            except DrengineError as e:
+                log.warning("could not refresh lock %s: %s", self.oid[:8], e)
+
+    def refresh(self) -> None:
+        new = self.locks.create(self.exclusive, self.operation)
+        old, self.oid = self.oid, new
+        self.refreshed = self.locks.clock()
+        self.locks.delete(old)
+
+    def check_valid(self) -> None:
+        """Raise unless the lock is certainly still ours: before any destructive step."""
+        if self.locks.clock() - self.refreshed > STALE_AFTER - REFRESH_EVERY:
+            raise RepositoryLocked(
+                f"lock {self.oid[:8]} could not be refreshed in time; others may consider it "
+                "stale, so nothing more is deleted"
+            )
+
+    def release(self) -> None:
+        self._stop.set()
+        self._thread.join()
+        try:
+            self.locks.delete(self.oid)
+        except DrengineError as e:
+            log.warning("could not remove lock %s: %s (drengine unlock removes it)", self.oid, e)
+
+
+def acquire(repo: Repository, exclusive: bool, operation: str, clock: Clock = _utcnow) -> HeldLock:
+    locks = Locks(repo, clock)
+    oid = locks.create(exclusive, operation)
+    try:
+        for other in locks.list():
+            if other.id == oid or not (exclusive or other.exclusive):
+                continue
+            if locks.stale(other):
+                log.warning("ignoring stale %s (drengine unlock removes it)", other.describe())
+                continue
+            raise RepositoryLocked(f"the repository is locked: {other.describe()}")
+    except BaseException:
+        locks.delete(oid)
+        raise
+    return HeldLock(locks, oid, exclusive, operation)
+
+
+@contextmanager
+def locked(
+    repo: Repository, exclusive: bool, operation: str, clock: Clock = _utcnow
+) -> Iterator[HeldLock]:
+    held = acquire(repo, exclusive, operation, clock)
+    try:
+        yield held
+    finally:
+        held.release()
+
+
+def _username() -> str:
+    import getpass
+
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return ""
