@@ -33,7 +33,7 @@ from drengine.engine.progress import Progress
 from drengine.pipeline.chunker import Chunker
 from drengine.pipeline.saver import BlobSaver
 from drengine.repository.layout import BlobType
-from drengine.repository.locks import locked
+from drengine.repository.locks import HeldLock, locked
 from drengine.repository.repo import Repository
 from drengine.sources.files import node_from_stat, open_file
 
@@ -313,12 +313,16 @@ def run_backup(
     now: Callable[[], datetime] = lambda: datetime.now(UTC),
 ) -> BackupResult:
     """Back up ``opts.paths`` under a shared lock (other backups may run; prune may not)."""
-    with locked(repo, exclusive=False, operation="backup"):
-        return _run_backup(repo, opts, progress or Progress(), now)
+    with locked(repo, exclusive=False, operation="backup") as lock:
+        return _run_backup(repo, opts, progress or Progress(), now, lock)
 
 
 def _run_backup(
-    repo: Repository, opts: BackupOptions, progress: Progress, now: Callable[[], datetime]
+    repo: Repository,
+    opts: BackupOptions,
+    progress: Progress,
+    now: Callable[[], datetime],
+    lock: HeldLock,
 ) -> BackupResult:
     started = time.monotonic()
     start_time = now()
@@ -399,6 +403,9 @@ def _run_backup(
         program_version=__version__,
         summary=summary,
     )
+    # If our lock went stale (a host paused for half an hour), a prune may have deleted packs
+    # we reference as unindexed: fail rather than write a snapshot that might not restore.
+    lock.check_valid()
     repo.save_snapshot(snap)
     return BackupResult(snap, w.errors)
 

@@ -15,6 +15,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from drengine.core.errors import DrengineError
+from drengine.engine.reachability import referenced_blobs
 from drengine.repository import layout
 from drengine.repository.index import IndexEntry
 from drengine.repository.layout import BlobType
@@ -87,35 +88,13 @@ def _run_check(
 
 
 def _check_trees(repo: Repository, res: CheckResult) -> None:
-    seen: set[bytes] = set()
-    for oid in repo.snapshot_ids():
-        try:
-            snap = repo.load_snapshot(oid)
-        except DrengineError as e:
-            res.errors.append(str(e))
-            continue
-        res.snapshots += 1
-        stack = [snap.tree]
-        while stack:
-            tree_id = stack.pop()
-            if tree_id in seen:
-                continue
-            seen.add(tree_id)
-            try:
-                nodes = repo.load_tree(tree_id)
-            except DrengineError as e:
-                res.errors.append(f"snapshot {oid[:8]}: {e}")
-                continue
-            for node in nodes:
-                if node.subtree is not None:
-                    stack.append(node.subtree)
-                for bid in node.content:
-                    if bid not in seen:
-                        seen.add(bid)
-                        if repo.index.lookup(bid) is None:
-                            res.errors.append(
-                                f"snapshot {oid[:8]}: blob {bid.hex()} is not in the index"
-                            )
+    def indexed(snapshot_id: str, bid: bytes) -> None:
+        if repo.index.lookup(bid) is None:
+            res.errors.append(f"snapshot {snapshot_id[:8]}: blob {bid.hex()} is not in the index")
+
+    reach = referenced_blobs(repo, indexed)
+    res.snapshots = reach.snapshots
+    res.errors.extend(reach.errors)
 
 
 def _read_pack(

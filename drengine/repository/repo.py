@@ -198,8 +198,12 @@ class Repository:
         )
         return [(pid, records_from_array(arr)) for pid, arr in packs]
 
-    def save_index(self, packs: list[tuple[bytes, list[BlobRecord]]]) -> str:
-        return self._save_sealed(layout.INDEX, encode_index(packs), _INDEX_AAD)
+    def save_index(
+        self,
+        packs: list[tuple[bytes, list[BlobRecord]]],
+        supersedes: list[bytes] | None = None,
+    ) -> str:
+        return self._save_sealed(layout.INDEX, encode_index(packs, supersedes), _INDEX_AAD)
 
     # ---- packs and blobs ------------------------------------------------------------------
 

@@ -1,0 +1,47 @@
+"""``drengine prune``: remove unused data."""
+
+from __future__ import annotations
+
+import typer
+
+from drengine.cli.main import app
+from drengine.cli.render import err_console, human_bytes, print_json
+from drengine.cli.state import open_repository
+from drengine.core.errors import UsageError
+from drengine.engine.prune import PruneResult, run_prune
+
+
+def report_prune(res: PruneResult, json_out: bool = False) -> None:
+    if json_out:
+        print_json(res.__dict__)
+        return
+    verb = "would free" if res.dry_run else "freed"
+    typer.echo(
+        f"{res.packs_total} packs: {res.packs_kept} kept, {res.packs_deleted} unused and "
+        f"{res.packs_unindexed} unindexed deleted, {res.packs_repacked} repacked into "
+        f"{res.packs_written}; {res.blobs_removed} blobs removed; {verb} "
+        f"{human_bytes(res.bytes_freed)}"
+    )
+    for note in res.notes:
+        typer.echo(note)
+
+
+@app.command()
+def prune(
+    max_unused: float = typer.Option(
+        5.0, "--max-unused", help="Repack packs with more than this % unused."
+    ),
+    dry_run: bool = typer.Option(False, "--dry-run", "-n", help="Only show what would happen."),
+    json_out: bool = typer.Option(False, "--json", help="Print the result as JSON."),
+) -> None:
+    """Remove data no snapshot references (takes an exclusive lock)."""
+    if not 0 <= max_unused <= 100:
+        raise UsageError("--max-unused takes a percentage from 0 to 100")
+    repo = open_repository()
+    res = run_prune(
+        repo,
+        max_unused=max_unused / 100,
+        dry_run=dry_run,
+        say=lambda m: err_console.print(m, markup=False),
+    )
+    report_prune(res, json_out)

@@ -1,0 +1,229 @@
+"""Prune: remove blobs no snapshot references, repack packs that are mostly unused.
+
+Safety, in order:
+1. An exclusive lock: no backup (shared lock) can add blobs while we decide what is unused.
+   A backup whose lock went stale (a paused host) checks its lock before writing its
+   snapshot and fails instead of referencing packs we may have deleted.
+2. Mark: every snapshot's trees are read; if any cannot be read, prune stops (it cannot know
+   what those snapshots need).
+3. Every used blob must sit in a pack that exists, else prune stops: run check.
+4. Repacked blobs are decrypted, verified against their IDs and written into new packs.
+5. The new index objects are written, then a final index object that supersedes all the old
+   ones; only then are old index objects and packs deleted, and the lock is checked again
+   right before the first deletion.
+A prune killed at any point leaves every snapshot restorable.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from drengine.core.errors import DrengineError, IntegrityError
+from drengine.engine.reachability import referenced_blobs
+from drengine.repository import blobcodec, layout
+from drengine.repository.index import IndexEntry
+from drengine.repository.layout import BlobType
+from drengine.repository.locks import HeldLock, locked
+from drengine.repository.pack import BlobRecord, PackWriter, decrypt_blob, parse_trailer
+from drengine.repository.repo import Repository
+
+# Blobs per index object written by prune: big enough to keep the object count low, small
+# enough that one object stays a few MiB.
+_BLOBS_PER_INDEX = 50_000
+
+
+class PruneRefused(DrengineError):
+    pass
+
+
+@dataclass
+class PruneResult:
+    dry_run: bool
+    snapshots: int = 0
+    packs_total: int = 0
+    packs_kept: int = 0
+    packs_deleted: int = 0  # wholly unused
+    packs_repacked: int = 0
+    packs_unindexed: int = 0  # in storage, in no index (left by interrupted backups)
+    packs_written: int = 0
+    blobs_used: int = 0
+    blobs_removed: int = 0
+    bytes_freed: int = 0
+    bytes_repacked: int = 0
+    index_objects_replaced: int = 0
+    notes: list[str] = field(default_factory=list)
+
+
+@dataclass
+class _PackPlan:
+    size: int
+    keep: list[tuple[bytes, IndexEntry]] = field(default_factory=list)
+    drop: list[tuple[bytes, IndexEntry]] = field(default_factory=list)
+
+    def unused_bytes(self) -> int:
+        return sum(e.length for _, e in self.drop)
+
+
+def run_prune(
+    repo: Repository,
+    *,
+    max_unused: float = 0.05,
+    dry_run: bool = False,
+    say: Callable[[str], None] = lambda _m: None,
+) -> PruneResult:
+    """Prune under an exclusive lock; ``max_unused`` is the unused share a pack may keep."""
+    with locked(repo, exclusive=True, operation="prune") as lock:
+        return _prune(repo, lock, max_unused, dry_run, say)
+
+
+def _prune(
+    repo: Repository,
+    lock: HeldLock,
+    max_unused: float,
+    dry_run: bool,
+    say: Callable[[str], None],
+) -> PruneResult:
+    res = PruneResult(dry_run)
+    say("loading indexes")
+    old_indexes = repo.index_ids()
+    repo.load_index()
+    stored = {
+        bytes.fromhex(layout.pack_id_from_name(o.name)): o.size
+        for o in repo.backend.list(layout.DATA)
+    }
+    say("finding the blobs snapshots use")
+    reach = referenced_blobs(repo)
+    if reach.errors:
+        raise PruneRefused(
+            f"prune stopped: {len(reach.errors)} snapshots or trees cannot be read "
+            f"(first: {reach.errors[0]}); run drengine check"
+        )
+    res.snapshots = reach.snapshots
+    used = reach.blobs
+
+    plans: dict[bytes, _PackPlan] = {}
+    placed: set[bytes] = set()
+    for bid, entry in sorted(repo.index.entries(), key=lambda x: (x[1].pack_id, x[1].offset)):
+        if entry.pack_id not in stored:
+            continue
+        plan = plans.setdefault(entry.pack_id, _PackPlan(stored[entry.pack_id]))
+        if bid in used and bid not in placed:
+            placed.add(bid)
+            plan.keep.append((bid, entry))
+        else:
+            plan.drop.append((bid, entry))
+    missing = used - placed
+    if missing:
+        raise PruneRefused(
+            f"prune stopped: {len(missing)} blobs that snapshots use are in no stored pack "
+            f"(e.g. {next(iter(missing)).hex()}); run drengine check"
+        )
+    res.blobs_used = len(used)
+    res.packs_total = len(stored)
+
+    delete: list[bytes] = []
+    repack: list[bytes] = []
+    for pack_id, size in stored.items():
+        maybe = plans.get(pack_id)
+        if maybe is None:
+            res.packs_unindexed += 1
+            delete.append(pack_id)
+            res.bytes_freed += size
+        elif not maybe.keep:
+            res.packs_deleted += 1
+            delete.append(pack_id)
+            res.bytes_freed += size
+            res.blobs_removed += len(maybe.drop)
+        elif maybe.drop and maybe.unused_bytes() > max_unused * size:
+            res.packs_repacked += 1
+            repack.append(pack_id)
+            res.blobs_removed += len(maybe.drop)
+            res.bytes_repacked += sum(e.length for _, e in maybe.keep)
+            res.bytes_freed += maybe.unused_bytes()
+        else:
+            res.packs_kept += 1
+    if dry_run:
+        return res
+
+    say(f"repacking {len(repack)} packs")
+    new_packs = _repack(repo, [(p, plans[p]) for p in repack])
+    res.packs_written = len(new_packs)
+    gone = set(delete) | set(repack)
+    kept = [
+        (pid, [_record(bid, e) for bid, e in plans[pid].keep + plans[pid].drop])
+        for pid in sorted(plans)
+        if pid not in gone
+    ]
+    say("writing the new index")
+    _write_index(repo, kept + new_packs, old_indexes)
+    res.index_objects_replaced = len(old_indexes)
+
+    lock.check_valid()
+    say(f"deleting {len(old_indexes)} old index objects and {len(delete) + len(repack)} packs")
+    for oid in old_indexes:
+        repo.backend.delete(layout.INDEX + oid)
+    for pack_id in delete + repack:
+        repo.backend.delete(layout.pack_name(pack_id.hex()))
+    return res
+
+
+def _record(bid: bytes, e: IndexEntry) -> BlobRecord:
+    return BlobRecord(e.type, bid, e.offset, e.length, e.raw_length)
+
+
+def _repack(
+    repo: Repository, packs: list[tuple[bytes, _PackPlan]]
+) -> list[tuple[bytes, list[BlobRecord]]]:
+    """Copy the used blobs of ``packs`` into new packs; each blob verified on the way."""
+    written: list[tuple[bytes, list[BlobRecord]]] = []
+    writers: dict[BlobType, PackWriter] = {}
+
+    def flush(w: PackWriter) -> None:
+        records = list(w.records)
+        written.append((repo.save_pack(w.finish()), records))
+
+    for pack_id, plan in packs:
+        data = repo.read_pack(pack_id)
+        name = pack_id.hex()
+        if layout.object_id(data) != name:
+            raise IntegrityError(f"pack {name} does not match its hash; prune stopped")
+        salt, _ = parse_trailer(repo.keys.encryption, data, f"pack {name}")
+        view = memoryview(data)
+        for bid, e in plan.keep:
+            rec = _record(bid, e)
+            what = f"blob {bid.hex()} in pack {name}"
+            payload = decrypt_blob(
+                repo.keys.encryption, salt, rec, view[e.offset : e.offset + e.length], what
+            )
+            plain = blobcodec.decode(payload, e.raw_length, what)
+            if repo.blob_id(plain, e.type) != bid:
+                raise IntegrityError(f"{what} does not match its ID; prune stopped")
+            w = writers.get(e.type)
+            if w is None:
+                w = writers[e.type] = PackWriter(repo.keys.encryption)
+            w.add(e.type, bid, payload, e.raw_length)  # payload keeps its compression
+            if len(w) >= repo.settings.pack_size:
+                flush(w)
+                del writers[e.type]
+    for w in writers.values():
+        flush(w)
+    return written
+
+
+def _write_index(
+    repo: Repository, packs: list[tuple[bytes, list[BlobRecord]]], old: list[str]
+) -> None:
+    """Index objects for ``packs``, then one that supersedes ``old``: readers see either the
+    old set or the complete new one, never a partial new set alone."""
+    batch: list[tuple[bytes, list[BlobRecord]]] = []
+    count = 0
+    for pack in packs:
+        batch.append(pack)
+        count += len(pack[1])
+        if count >= _BLOBS_PER_INDEX:
+            repo.save_index(batch)
+            batch, count = [], 0
+    if batch:
+        repo.save_index(batch)
+    repo.save_index([], supersedes=[bytes.fromhex(o) for o in old])
