@@ -10,7 +10,7 @@ import sys
 import typer
 
 from drengine import __version__
-from drengine.cli.state import STATE
+from drengine.cli.state import STATE, parse_duration_seconds
 from drengine.core.errors import DrengineError
 
 app = typer.Typer(
@@ -34,12 +34,16 @@ def _global(
         "", "--repo", "-r", help="Repository URL or path [env: DRENGINE_REPOSITORY]."
     ),
     debug: bool = typer.Option(False, "--debug", help="Show tracebacks and debug logs."),
+    retry_lock: str = typer.Option(
+        "0", "--retry-lock", help="Wait this long (90s, 5m) for a conflicting lock to go."
+    ),
     version: bool = typer.Option(
         False, "--version", callback=_version, is_eager=True, help="Print the version."
     ),
 ) -> None:
     STATE.repo_url = repo
     STATE.debug = debug
+    STATE.retry_lock = parse_duration_seconds(retry_lock)
     logging.basicConfig(
         level=logging.DEBUG if debug else logging.WARNING,
         format="drengine: %(levelname)s: %(message)s",
@@ -51,6 +55,7 @@ def _register() -> None:
     from drengine.cli import (  # noqa: F401 - each module adds its command to ``app``
         cmd_backup,
         cmd_check,
+        cmd_copy,
         cmd_dump,
         cmd_forget,
         cmd_init,

@@ -17,6 +17,7 @@ from drengine.storage import open_backend
 class State:
     repo_url: str = ""
     debug: bool = False
+    retry_lock: float = 0.0
 
 
 STATE = State()
@@ -33,15 +34,17 @@ def _password_from_file(path: str) -> bytes:
     return lines[0]
 
 
-def read_password(confirm: bool = False) -> bytes:
-    """From DRENGINE_PASSWORD, _FILE, _COMMAND, or a prompt on a terminal."""
+def read_password(
+    confirm: bool = False, prefix: str = "DRENGINE_PASSWORD", prompt: str = "repository password"
+) -> bytes:
+    """From ``PREFIX``, ``PREFIX_FILE``, ``PREFIX_COMMAND``, or a prompt on a terminal."""
     env = os.environ
-    if "DRENGINE_PASSWORD" in env:
-        return env["DRENGINE_PASSWORD"].encode()
-    if "DRENGINE_PASSWORD_FILE" in env:
-        return _password_from_file(env["DRENGINE_PASSWORD_FILE"])
-    if "DRENGINE_PASSWORD_COMMAND" in env:
-        cmd = env["DRENGINE_PASSWORD_COMMAND"]
+    if env.get(prefix):
+        return env[prefix].encode()
+    if f"{prefix}_FILE" in env:
+        return _password_from_file(env[f"{prefix}_FILE"])
+    if f"{prefix}_COMMAND" in env:
+        cmd = env[f"{prefix}_COMMAND"]
         try:
             out = subprocess.run(cmd, shell=True, capture_output=True, check=True, timeout=60)
         except subprocess.CalledProcessError as e:
@@ -53,29 +56,20 @@ def read_password(confirm: bool = False) -> bytes:
             raise UsageError("the password command printed no password")
         return lines[0]
     if sys.stdin.isatty():
-        pw = getpass.getpass("repository password: ")
-        if confirm and getpass.getpass("repeat password: ") != pw:
+        pw = getpass.getpass(f"{prompt}: ")
+        if confirm and getpass.getpass(f"repeat {prompt}: ") != pw:
             raise UsageError("the passwords do not match")
+        if not pw:
+            raise UsageError("an empty password is not a password")
         return pw.encode()
     raise UsageError(
-        "no password: set DRENGINE_PASSWORD, DRENGINE_PASSWORD_FILE or "
-        "DRENGINE_PASSWORD_COMMAND, or run on a terminal"
+        f"no password: set {prefix}, {prefix}_FILE or {prefix}_COMMAND, or run on a terminal"
     )
 
 
 def read_new_password() -> bytes:
-    """A new password for ``key add``/``passwd``: DRENGINE_NEW_PASSWORD(_FILE) or a prompt."""
-    env = os.environ
-    if env.get("DRENGINE_NEW_PASSWORD"):
-        return env["DRENGINE_NEW_PASSWORD"].encode()
-    if "DRENGINE_NEW_PASSWORD_FILE" in env:
-        return _password_from_file(env["DRENGINE_NEW_PASSWORD_FILE"])
-    if sys.stdin.isatty():
-        pw = getpass.getpass("new password: ")
-        if not pw or getpass.getpass("repeat new password: ") != pw:
-            raise UsageError("the new passwords are empty or do not match")
-        return pw.encode()
-    raise UsageError("no new password: set DRENGINE_NEW_PASSWORD or run on a terminal")
+    """A new password for ``key add``/``passwd``: DRENGINE_NEW_PASSWORD* or a prompt."""
+    return read_password(confirm=True, prefix="DRENGINE_NEW_PASSWORD", prompt="new password")
 
 
 def repo_url() -> str:
@@ -88,4 +82,18 @@ def repo_url() -> str:
 def open_repository() -> Repository:
     backend = open_backend(repo_url())
     Repository.probe(backend)
-    return Repository.open(backend, read_password())
+    repo = Repository.open(backend, read_password())
+    repo.lock_wait = STATE.retry_lock
+    return repo
+
+
+def parse_duration_seconds(text: str) -> float:
+    """``90``, ``90s``, ``5m``, ``2h`` as seconds."""
+    units = {"s": 1, "m": 60, "h": 3600}
+    t = text.strip()
+    try:
+        if t and t[-1] in units:
+            return float(t[:-1]) * units[t[-1]]
+        return float(t)
+    except ValueError:
+        raise UsageError(f"{text!r} is not a duration (like 90s, 5m, 2h)") from None

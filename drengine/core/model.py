@@ -126,6 +126,7 @@ class Snapshot:
     program_version: str
     source: str = "files"
     parent: str | None = None
+    original: str | None = None  # for a copy: the snapshot ID in the repository copied from
     summary: dict[str, Any] = field(default_factory=dict)
     id: str = ""  # the object name; not part of the stored document
 
@@ -141,6 +142,7 @@ class Snapshot:
             "program_version": self.program_version,
             "source": {"kind": self.source},
             "parent": self.parent,
+            **({"original": self.original} if self.original else {}),
             "summary": self.summary,
         }
         return json.dumps(doc, sort_keys=True).encode()
@@ -158,6 +160,7 @@ class Snapshot:
             program_version=d.get("program_version", ""),
             source=d.get("source", {}).get("kind", "files"),
             parent=d.get("parent"),
+            original=d.get("original"),
             summary=d.get("summary", {}),
             id=snapshot_id,
         )

@@ -18,6 +18,7 @@ import logging
 import os
 import socket
 import threading
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -176,7 +177,27 @@ class HeldLock:
             log.warning("could not remove lock %s: %s (drengine unlock removes it)", self.oid, e)
 
 
-def acquire(repo: Repository, exclusive: bool, operation: str, clock: Clock = _utcnow) -> HeldLock:
+def acquire(
+    repo: Repository,
+    exclusive: bool,
+    operation: str,
+    clock: Clock = _utcnow,
+    sleep: Callable[[float], None] = time.sleep,
+) -> HeldLock:
+    """Take a lock, waiting up to ``repo.lock_wait`` seconds for conflicting ones to go."""
+    deadline = time.monotonic() + repo.lock_wait
+    delay = 1.0
+    while True:
+        try:
+            return _try_acquire(repo, exclusive, operation, clock)
+        except RepositoryLocked:
+            if time.monotonic() + delay > deadline:
+                raise
+            sleep(delay)
+            delay = min(delay * 2, 10.0)
+
+
+def _try_acquire(repo: Repository, exclusive: bool, operation: str, clock: Clock) -> HeldLock:
     locks = Locks(repo, clock)
     oid = locks.create(exclusive, operation)
     try:

@@ -52,6 +52,7 @@ class Repository:
         self.keys = keys
         self.config = config
         self.key_name = ""  # the key file that opened this repository
+        self.lock_wait = 0.0  # seconds to wait for a conflicting lock (--retry-lock)
         self.index = Index()
         self._salts: dict[bytes, bytes] = {}
         self._salt_lock = threading.Lock()

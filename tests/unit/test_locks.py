@@ -83,3 +83,20 @@ def test_lock_of_a_dead_process_on_this_host_is_stale(mem_repo: Repository) -> N
     assert not locks.stale(info)
     dead = type(info)(**{**info.__dict__, "pid": pid})
     assert locks.stale(dead)
+
+
+def test_retry_lock_waits_for_the_holder(mem_repo: Repository) -> None:
+    holder = acquire(mem_repo, False, "backup")
+    slept: list[float] = []
+
+    def sleep(seconds: float) -> None:
+        slept.append(seconds)
+        if len(slept) == 3:
+            holder.release()  # the backup finishes while prune waits
+
+    mem_repo.lock_wait = 60
+    acquire(mem_repo, True, "prune", sleep=sleep).release()
+    assert slept == [1.0, 2.0, 4.0]
+    mem_repo.lock_wait = 0
+    with locked(mem_repo, False, "backup"), pytest.raises(RepositoryLocked):
+        acquire(mem_repo, True, "prune", sleep=slept.append)
