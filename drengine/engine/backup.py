@@ -25,9 +25,9 @@ from typing import Any, TypeAlias
 import blake3
 
 from drengine import __version__
+from drengine.core.cache_dir import repo_cache_dir
 from drengine.core.errors import DrengineError, UsageError
 from drengine.core.model import Node, Snapshot, encode_tree
-from drengine.engine.cache_dir import repo_cache_dir
 from drengine.engine.files_cache import FilesCache
 from drengine.engine.progress import Progress
 from drengine.pipeline.chunker import Chunker

@@ -30,6 +30,7 @@ from datetime import UTC, datetime, timedelta
 from drengine.core.errors import IntegrityError, UsageError
 from drengine.core.model import Snapshot
 from drengine.repository import layout
+from drengine.repository.locks import locked
 from drengine.repository.repo import Repository
 
 UNLIMITED = -1
@@ -197,7 +198,7 @@ class GroupKey:
             parts.append(f"paths {', '.join(self.paths) or '(none)'}")
         if self.tags is not None:
             parts.append(f"tags {', '.join(self.tags) or '(none)'}")
-        return ", ".join(parts) or "all snapshots"
+        return ", ".join(parts)  # empty when not grouped
 
 
 @dataclass(frozen=True)
@@ -309,8 +310,9 @@ def apply_policy(
             else:
                 remove.append(snap)
         if not keep:
+            where = f" of the group {key}" if str(key) else ""
             raise UsageError(
-                f"refusing to remove every snapshot of the group {key}: "
+                f"refusing to remove every snapshot{where}: "
                 "none of them matches the --keep-tag options"
             )
         decisions.append(GroupDecision(key, keep[::-1], remove[::-1]))
@@ -325,9 +327,12 @@ def _sort_key(key: GroupKey) -> tuple[str, tuple[str, ...], tuple[str, ...]]:
 
 
 def remove_snapshots(repo: Repository, ids: Iterable[str]) -> list[str]:
-    """Delete snapshot objects; their data stays until prune. Returns the IDs deleted."""
+    """Delete snapshot objects under an exclusive lock (as restic does: no check or prune
+    sees half of a forget); their data stays until prune. Returns the IDs deleted."""
     done = []
-    for oid in ids:
-        repo.backend.delete(layout.SNAPSHOTS + oid)
-        done.append(oid)
+    with locked(repo, exclusive=True, operation="forget") as lock:
+        for oid in ids:
+            lock.check_valid()
+            repo.backend.delete(layout.SNAPSHOTS + oid)
+            done.append(oid)
     return done

@@ -9,6 +9,7 @@ from datetime import UTC, datetime
 
 import blake3
 
+from drengine.core.cache_dir import repo_cache_dir
 from drengine.core.errors import (
     IntegrityError,
     ObjectNotFound,
@@ -40,6 +41,7 @@ from drengine.repository.index import Index, IndexEntry, decode_index, encode_in
 from drengine.repository.layout import BlobType
 from drengine.repository.pack import HEADER_SIZE, PACK_MAGIC, BlobRecord, decrypt_blob
 from drengine.storage.base import Backend
+from drengine.storage.cache import CachingBackend
 
 TREE_KEY_CONTEXT = b"drengine v1 tree blob id"
 _INDEX_AAD = b"drengine index"
@@ -124,6 +126,11 @@ class Repository:
                 damaged.append(str(e))  # another key file may still open
                 continue
             settings = open_settings(sealed, repo_id, keys.encryption)
+            if getattr(backend, "remote", False):
+                # Index and snapshots are read by nearly every command: keep local copies.
+                backend = CachingBackend(
+                    backend, repo_cache_dir(repo_id) / "objects", (layout.INDEX, layout.SNAPSHOTS)
+                )
             repo = cls(backend, keys, Config(version, repo_id, settings))
             repo.key_name = name
             return repo
