@@ -9,6 +9,7 @@ from drengine.cli.main import app
 from drengine.cli.render import out_console, print_json
 from drengine.cli.state import open_repository
 from drengine.core.model import Snapshot
+from drengine.engine.forget import matches_filter, parse_taglist
 
 
 def snapshot_json(s: Snapshot) -> dict[str, object]:
@@ -30,17 +31,17 @@ def snapshot_json(s: Snapshot) -> dict[str, object]:
 
 @app.command()
 def snapshots(
-    host: str = typer.Option("", "--host", help="Only snapshots of this host."),
-    tag: list[str] = typer.Option([], "--tag", help="Only snapshots with this tag."),
+    host: list[str] = typer.Option([], "--host", help="Only snapshots of this host (repeatable)."),
+    tag: list[str] = typer.Option(
+        [], "--tag", help="Only snapshots with all tags of TAG[,TAG] (repeatable: any list)."
+    ),
     json_out: bool = typer.Option(False, "--json", help="Print a JSON array."),
 ) -> None:
     """List the snapshots in the repository, oldest first."""
     repo = open_repository()
-    snaps = [
-        s
-        for s in repo.snapshots()
-        if (not host or s.host == host) and all(t in s.tags for t in tag)
-    ]
+    # The same filter as forget's, so a preview with snapshots shows what forget considers.
+    taglists = [parse_taglist(t) for t in tag]
+    snaps = [s for s in repo.snapshots() if matches_filter(s, host, taglists)]
     if json_out:
         print_json([snapshot_json(s) for s in snaps])
         return
