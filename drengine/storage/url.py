@@ -7,7 +7,7 @@ from drengine.storage.base import Backend
 
 
 def open_backend(url: str) -> Backend:
-    """``PATH``, ``file://PATH`` or ``memory:`` (tests); ``s3://`` arrives with the S3 issue."""
+    """``PATH``, ``file://PATH``, ``s3://BUCKET[/PREFIX]`` or ``memory:`` (tests)."""
     from drengine.storage.local import LocalBackend
     from drengine.storage.memory import MemoryBackend
 
@@ -17,6 +17,14 @@ def open_backend(url: str) -> Backend:
         return LocalBackend(url[len("file://") :])
     if url == "memory:":
         return MemoryBackend()
+    if url.startswith("s3://"):
+        from drengine.storage.retry import RetryingBackend, RetryPolicy
+        from drengine.storage.s3 import S3Backend, env_seconds
+
+        # Network storage fails transiently; the retry wrapper rides that out (storage.md).
+        budget = env_seconds("DRENGINE_S3_RETRY_BUDGET")
+        policy = RetryPolicy() if budget is None else RetryPolicy(budget=budget)
+        return RetryingBackend(S3Backend.from_url(url), policy)
     scheme, sep, _ = url.partition("://")
     if sep and scheme.isalnum():
         raise UsageError(f"unsupported repository URL scheme {scheme!r} in {url}")

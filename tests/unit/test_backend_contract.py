@@ -20,9 +20,29 @@ from drengine.storage.base import Backend, ObjectInfo
 from drengine.storage.local import LocalBackend
 from drengine.storage.memory import MemoryBackend
 
+
+def _moto_s3(tmp: Path) -> Backend:
+    """``S3Backend`` on moto's in-process fake S3; the fake ends when the backend closes."""
+    from moto import mock_aws
+
+    from drengine.storage.s3 import S3Backend
+
+    class MotoS3Backend(S3Backend):
+        def close(self) -> None:
+            super().close()
+            mock.stop()
+
+    mock = mock_aws()
+    mock.start()
+    backend = MotoS3Backend("contract", "repo/prefix", region="us-east-1")
+    backend.client.create_bucket(Bucket="contract")
+    return backend
+
+
 _FACTORIES: dict[str, Callable[[Path], Backend]] = {
     "memory": lambda tmp: MemoryBackend(),
     "local": lambda tmp: LocalBackend(tmp),
+    "s3": _moto_s3,
 }
 
 # Known contract violations: (backend, case) -> (reason, how the test fails). Each is a strict

@@ -1,0 +1,139 @@
+"""Retry transient storage failures: a wrapper around any ``Backend`` (restic's shape).
+
+A backend says what is worth retrying by raising ``TransientStorageError`` (throttling, 5xx,
+timeouts, lost connections). Everything else (``ObjectNotFound``, ``ObjectExists``, access
+denied, a short read) fails at once: retrying cannot change the answer.
+
+Each call retries with exponential backoff and full jitter (a random delay between 0 and
+``base * 2**attempt``, capped), so many threads or hosts hitting one throttled endpoint spread
+out instead of retrying in lockstep. A call gives up when the next attempt would start after
+its time budget, and then raises a plain ``StorageError`` naming the last failure.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import TypeVar
+
+from drengine.core.errors import ObjectExists, ObjectNotFound, StorageError
+from drengine.storage.base import Backend, Buffer, ObjectInfo
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+
+class TransientStorageError(StorageError):
+    """A failure that may succeed if tried again: throttling, 5xx, timeouts, resets."""
+
+
+@dataclass(frozen=True, slots=True)
+class RetryPolicy:
+    """How long one backend call may keep trying.
+
+    The defaults ride out an outage of a minute or so (a server restart, a load balancer
+    failing over) and report a dead endpoint within about two minutes plus one attempt's
+    timeout, rather than hanging a backup or a 3 a.m. restore forever.
+    """
+
+    budget: float = 120.0  # seconds from the first attempt; no attempt starts after this
+    base_delay: float = 0.5  # the first backoff is random in [0, base_delay]
+    max_delay: float = 15.0  # cap of one backoff
+    max_attempts: int = 50  # a bound even if attempts fail instantly and delays come out tiny
+
+
+class RetryingBackend:
+    """Wraps ``inner``; retries ``TransientStorageError`` within ``policy``.
+
+    ``sleep``, ``clock`` and ``rng`` are injectable so tests run without waiting.
+    """
+
+    def __init__(
+        self,
+        inner: Backend,
+        policy: RetryPolicy | None = None,
+        *,
+        sleep: Callable[[float], None] = time.sleep,
+        clock: Callable[[], float] = time.monotonic,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.inner = inner
+        self.policy = policy or RetryPolicy()
+        self._sleep = sleep
+        self._clock = clock
+        self._rng = rng or random.Random()
+
+    @property
+    def location(self) -> str:
+        return self.inner.location
+
+    def _call(self, what: str, fn: Callable[[], T]) -> T:
+        p = self.policy
+        start = self._clock()
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                return fn()
+            except TransientStorageError as e:
+                elapsed = self._clock() - start
+                delay = self._rng.uniform(0.0, min(p.max_delay, p.base_delay * 2 ** (attempt - 1)))
+                if attempt >= p.max_attempts or elapsed + delay > p.budget:
+                    raise StorageError(
+                        f"{e} (gave up after {attempt} attempts in {elapsed:.0f} s)"
+                    ) from e
+                log.warning("%s: %s; retrying in %.1f s (attempt %d)", what, e, delay, attempt)
+                self._sleep(delay)
+
+    def put(self, name: str, data: Buffer) -> None:
+        self._call(f"put {name}", lambda: self.inner.put(name, data))
+
+    def put_if_absent(self, name: str, data: Buffer) -> None:
+        # A write may land on the server while its answer is lost (a timeout, a reset); the
+        # retry then finds the name taken by our own bytes. Objects written this way carry
+        # random content (locks, the config), so equal bytes mean it was our write.
+        failed_before = False
+
+        def attempt() -> None:
+            nonlocal failed_before
+            try:
+                self.inner.put_if_absent(name, data)
+            except TransientStorageError:
+                failed_before = True
+                raise
+
+        try:
+            self._call(f"put {name}", attempt)
+        except ObjectExists:
+            if not failed_before:
+                raise
+            try:
+                stored = self.get(name)
+            except ObjectNotFound:
+                stored = None
+            if stored is None or stored != bytes(data):
+                raise
+            log.info("put %s: an earlier attempt had succeeded", name)
+
+    def get(self, name: str, offset: int = 0, length: int | None = None) -> bytes:
+        return self._call(f"get {name}", lambda: self.inner.get(name, offset, length))
+
+    def list(self, prefix: str) -> Iterator[ObjectInfo]:
+        # Read the whole listing before yielding: a listing retried from its start must not
+        # hand the caller names twice. About 200 bytes per object; callers that list packs
+        # build a map of all of them anyway.
+        infos = self._call(f"list {prefix}", lambda: [*self.inner.list(prefix)])
+        yield from infos
+
+    def delete(self, name: str) -> None:
+        self._call(f"delete {name}", lambda: self.inner.delete(name))
+
+    def stat(self, name: str) -> ObjectInfo:
+        return self._call(f"stat {name}", lambda: self.inner.stat(name))
+
+    def close(self) -> None:
+        self.inner.close()

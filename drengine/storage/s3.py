@@ -1,0 +1,463 @@
+"""Amazon S3 and S3-compatible servers (SeaweedFS, MinIO, Ceph RGW, ...) through boto3.
+
+Objects live under ``s3://BUCKET/PREFIX``: object ``data/ab/ab12..`` is key
+``PREFIX/data/ab/ab12..``. How each contract point is kept (``docs/storage.md``):
+
+- ``put``: a single PUT is atomic on S3; larger objects go up as a multipart upload, which
+  also becomes visible only when completed.
+- ``put_if_absent``: a conditional write (``If-None-Match: *``); the server answers 412
+  (or 409 for a concurrent conditional write) if the key exists. A server that ignores the
+  header would silently break locks, so the first exclusive write on a non-AWS endpoint
+  checks that the server honours it, and refuses to go on if not.
+- ``get``: ``Range: bytes=a-b``; fewer bytes than asked is a short read.
+
+Credentials come from boto3's standard chain; the endpoint from ``endpoint_url``, else
+boto3's own configuration (``AWS_ENDPOINT_URL``, ``AWS_ENDPOINT_URL_S3``, the config file).
+Failures that may pass are raised as ``TransientStorageError`` for ``RetryingBackend``;
+botocore's own retries are off so that one layer decides, with one time budget.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import secrets
+import threading
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
+
+import boto3
+from botocore.config import Config
+from botocore.exceptions import (
+    BotoCoreError,
+    ChecksumError,
+    ClientError,
+    ConnectionClosedError,
+    ConnectionError,
+    ConnectTimeoutError,
+    CredentialRetrievalError,
+    EndpointConnectionError,
+    HTTPClientError,
+    IncompleteReadError,
+    NoCredentialsError,
+    PartialCredentialsError,
+    ReadTimeoutError,
+    SSLError,
+)
+
+from drengine.core.errors import ObjectExists, ObjectNotFound, StorageError, UsageError
+from drengine.storage.base import Buffer, ObjectInfo, check_name
+from drengine.storage.retry import TransientStorageError
+
+if TYPE_CHECKING:
+    from types_boto3_s3.client import S3Client
+
+log = logging.getLogger(__name__)
+
+MiB = 1024 * 1024
+MULTIPART_THRESHOLD = 64 * MiB  # packs are ~16 MiB: nearly every put is one PUT
+PART_SIZE = 16 * MiB
+_MIN_PART_SIZE = 5 * MiB  # S3's minimum for every part but the last
+
+# Error codes that mean "try again later", whatever the HTTP status (RequestTimeout is a 400).
+_TRANSIENT_CODES = frozenset(
+    {
+        "SlowDown",
+        "Throttling",
+        "ThrottlingException",
+        "TooManyRequests",
+        "TooManyRequestsException",
+        "RequestLimitExceeded",
+        "RequestThrottled",
+        "BandwidthLimitExceeded",
+        "RequestTimeout",
+        "InternalError",
+        "ServiceUnavailable",
+    }
+)
+# Why put_if_absent lost: the key exists (412), or another conditional write to it is in
+# flight (409); either way another writer got there first.
+_EXISTS_CODES = frozenset({"PreconditionFailed", "ConditionalRequestConflict"})
+_PROBE_PREFIX = ".drengine-conditional-write-probe-"  # no repository object has this name
+
+ENV_STORAGE_CLASS = "DRENGINE_S3_STORAGE_CLASS"
+ENV_SSE = "DRENGINE_S3_SSE"
+ENV_SSE_KMS_KEY_ID = "DRENGINE_S3_SSE_KMS_KEY_ID"
+ENV_UNSAFE_NO_CONDITIONAL = "DRENGINE_S3_UNSAFE_NO_CONDITIONAL_WRITES"
+ENV_CONNECT_TIMEOUT = "DRENGINE_S3_CONNECT_TIMEOUT"
+ENV_READ_TIMEOUT = "DRENGINE_S3_READ_TIMEOUT"
+
+
+def env_seconds(name: str) -> float | None:
+    """A positive number of seconds from the environment, or None if unset."""
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return None
+    try:
+        value = float(raw)
+    except ValueError:
+        value = -1.0
+    if not value > 0:
+        raise UsageError(f"{name} must be a positive number of seconds, not {raw!r}")
+    return value
+
+
+def parse_s3_url(url: str) -> tuple[str, str]:
+    """``s3://BUCKET[/PREFIX]`` → (bucket, prefix without surrounding slashes)."""
+    if not url.startswith("s3://"):
+        raise UsageError(f"not an s3:// URL: {url}")
+    bucket, _, prefix = url[len("s3://") :].partition("/")
+    prefix = prefix.strip("/")
+    if not bucket or any(c in bucket for c in "?#:@ "):
+        raise UsageError(f"invalid S3 bucket name in {url}: use s3://BUCKET/PREFIX")
+    if prefix:
+        try:
+            check_name(prefix)
+        except ValueError:
+            raise UsageError(f"invalid S3 prefix in {url}: no empty, '.' or '..' parts") from None
+    return bucket, prefix
+
+
+def _is_aws(endpoint: str) -> bool:
+    host = urlsplit(endpoint).hostname or ""
+    return host.endswith((".amazonaws.com", ".amazonaws.com.cn"))
+
+
+def _why(e: Exception) -> str:
+    """A short reason for a network failure; botocore's own messages repeat the whole URL."""
+    if isinstance(e, ReadTimeoutError):
+        return "no answer (read timeout)"
+    if isinstance(e, ConnectTimeoutError):
+        return "no connection (connect timeout)"
+    if isinstance(e, EndpointConnectionError):
+        cause = str(e.kwargs.get("error", ""))
+        return "cannot connect" + (f" ({cause.rsplit(': ', 1)[-1]})" if cause else "")
+    if isinstance(e, ConnectionClosedError):
+        return "connection closed by the server"
+    return str(e)
+
+
+class S3Backend:
+    def __init__(
+        self,
+        bucket: str,
+        prefix: str = "",
+        *,
+        endpoint_url: str | None = None,
+        region: str | None = None,
+        storage_class: str | None = None,
+        sse: str | None = None,
+        sse_kms_key_id: str | None = None,
+        max_connections: int = 16,
+        connect_timeout: float = 10.0,
+        read_timeout: float = 60.0,
+        multipart_threshold: int = MULTIPART_THRESHOLD,
+        part_size: int = PART_SIZE,
+        verify_conditional_writes: bool | None = None,
+        unsafe_no_conditional_writes: bool = False,
+    ) -> None:
+        if part_size < _MIN_PART_SIZE or multipart_threshold < part_size:
+            raise ValueError("need 5 MiB <= part_size <= multipart_threshold")
+        self.bucket = bucket
+        self.prefix = prefix.strip("/")
+        self._key_prefix = f"{self.prefix}/" if self.prefix else ""
+        self.multipart_threshold = multipart_threshold
+        self.part_size = part_size
+        # Passed to every PUT and multipart start; a KMS key implies SSE-KMS.
+        self.write_args: dict[str, Any] = {}
+        if storage_class:
+            self.write_args["StorageClass"] = storage_class
+        if sse_kms_key_id:
+            self.write_args["ServerSideEncryption"] = sse or "aws:kms"
+            self.write_args["SSEKMSKeyId"] = sse_kms_key_id
+        elif sse:
+            self.write_args["ServerSideEncryption"] = sse
+        config = Config(
+            connect_timeout=connect_timeout,
+            read_timeout=read_timeout,
+            retries={"total_max_attempts": 1, "mode": "standard"},  # RetryingBackend retries
+            max_pool_connections=max_connections,  # one connection per worker thread
+        )
+        # A private session: sessions are not thread-safe, clients are, so every thread of
+        # the pipeline shares this one client and its connection pool.
+        try:
+            session = boto3.session.Session()
+            self.client: S3Client = session.client(
+                "s3", endpoint_url=endpoint_url, region_name=region, config=config
+            )
+        except (BotoCoreError, ValueError) as e:  # a bad AWS_PROFILE, endpoint URL, region
+            raise UsageError(f"cannot set up S3 access to s3://{bucket}/{self.prefix}: {e}") from e
+        self.endpoint: str = self.client.meta.endpoint_url
+        if verify_conditional_writes is None:
+            # AWS S3 honours If-None-Match since August 2024; other servers are checked.
+            verify_conditional_writes = not _is_aws(self.endpoint)
+        self._conditional_ok: bool | None = None if verify_conditional_writes else True
+        self._unsafe = unsafe_no_conditional_writes
+        self._probe_lock = threading.Lock()
+
+    @classmethod
+    def from_url(cls, url: str, **kwargs: Any) -> S3Backend:
+        """The backend for ``url``; options not given come from ``DRENGINE_S3_*``."""
+        bucket, prefix = parse_s3_url(url)
+        env = os.environ
+        kwargs.setdefault("storage_class", env.get(ENV_STORAGE_CLASS) or None)
+        kwargs.setdefault("sse", env.get(ENV_SSE) or None)
+        kwargs.setdefault("sse_kms_key_id", env.get(ENV_SSE_KMS_KEY_ID) or None)
+        unsafe = env.get(ENV_UNSAFE_NO_CONDITIONAL, "").lower() in ("1", "true", "yes")
+        kwargs.setdefault("unsafe_no_conditional_writes", unsafe)
+        for key, var in (
+            ("connect_timeout", ENV_CONNECT_TIMEOUT),
+            ("read_timeout", ENV_READ_TIMEOUT),
+        ):
+            seconds = env_seconds(var)
+            if seconds is not None:
+                kwargs.setdefault(key, seconds)
+        return cls(bucket, prefix, **kwargs)
+
+    @property
+    def location(self) -> str:
+        return f"s3://{self.bucket}/{self.prefix}" if self.prefix else f"s3://{self.bucket}"
+
+    def _key(self, name: str) -> str:
+        check_name(name)
+        return self._key_prefix + name
+
+    # ---- errors -------------------------------------------------------------------------
+
+    def _error(self, e: Exception, op: str, name: str) -> StorageError:
+        """Map a boto3 failure to the contract's exceptions; transient ones are retried."""
+        where = f"s3://{self.bucket}/{self._key_prefix}{name}"
+        if isinstance(e, ClientError):
+            err = e.response.get("Error", {})
+            code = str(err.get("Code", ""))
+            status = int(e.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0))
+            detail = f"{status} {code}: {err.get('Message', '')}".rstrip(": ")
+            if code == "NoSuchBucket":
+                return StorageError(f"bucket {self.bucket} does not exist at {self.endpoint}")
+            # NoSuchUpload (404): a multipart upload vanished, say to a lifecycle rule; a retry
+            # of the put starts a new one.
+            if (
+                code in _TRANSIENT_CODES
+                or code == "NoSuchUpload"
+                or status in (408, 429)
+                or status >= 500
+            ):
+                return TransientStorageError(f"s3 endpoint {self.endpoint}: {op} {where}: {detail}")
+            if code in ("NoSuchKey", "NotFound", "404") or status == 404:
+                return ObjectNotFound(f"object {name} not found in {self.location}")
+            if status == 403:
+                return StorageError(
+                    f"access denied to {where} ({op}, {detail}): check the credentials and "
+                    "the bucket policy"
+                )
+            return StorageError(f"s3 {op} of {where} failed: {detail}")
+        if isinstance(e, SSLError) and "CERTIFICATE_VERIFY_FAILED" in str(e):
+            return StorageError(f"TLS certificate of s3 endpoint {self.endpoint} not trusted: {e}")
+        if isinstance(
+            e, ConnectionError | HTTPClientError | IncompleteReadError | ChecksumError | OSError
+        ):
+            return TransientStorageError(f"cannot reach s3 endpoint {self.endpoint}: {_why(e)}")
+        if isinstance(e, NoCredentialsError | PartialCredentialsError | CredentialRetrievalError):
+            return StorageError(
+                f"no usable credentials for {self.location}: {e} (set AWS_ACCESS_KEY_ID and "
+                "AWS_SECRET_ACCESS_KEY, AWS_PROFILE, or use an instance role)"
+            )
+        return StorageError(f"s3 {op} of {where} failed: {e}")
+
+    # ---- writes -------------------------------------------------------------------------
+
+    def put(self, name: str, data: Buffer) -> None:
+        key = self._key(name)
+        try:
+            self._upload(key, data, conditional=False)
+        except (BotoCoreError, ClientError, OSError) as e:
+            raise self._error(e, "PUT", name) from e
+
+    def put_if_absent(self, name: str, data: Buffer) -> None:
+        key = self._key(name)
+        if not self._conditional_writes_honoured():
+            self._put_if_absent_unsafe(name, key, data)
+            return
+        try:
+            self._upload(key, data, conditional=True)
+        except ClientError as e:
+            if e.response.get("Error", {}).get("Code") in _EXISTS_CODES:
+                raise ObjectExists(f"object {name} already exists in {self.location}") from e
+            raise self._error(e, "PUT", name) from e
+        except (BotoCoreError, OSError) as e:
+            raise self._error(e, "PUT", name) from e
+
+    def _upload(self, key: str, data: Buffer, conditional: bool) -> None:
+        cond: dict[str, Any] = {"IfNoneMatch": "*"} if conditional else {}
+        if len(data) <= self.multipart_threshold:
+            # botocore takes bytes but no memoryview; one copy of a pack is cheap next to
+            # the network, and leaves the caller's buffer free as soon as we return.
+            body = data if isinstance(data, bytes) else bytes(data)
+            self.client.put_object(
+                Bucket=self.bucket, Key=key, Body=body, **cond, **self.write_args
+            )
+            return
+        up = self.client.create_multipart_upload(Bucket=self.bucket, Key=key, **self.write_args)
+        upload_id = up["UploadId"]
+        try:
+            view = memoryview(data)
+            parts: list[dict[str, Any]] = []
+            for number, start in enumerate(range(0, len(view), self.part_size), start=1):
+                part = self.client.upload_part(
+                    Bucket=self.bucket,
+                    Key=key,
+                    UploadId=upload_id,
+                    PartNumber=number,
+                    Body=bytes(view[start : start + self.part_size]),
+                )
+                parts.append({"PartNumber": number, "ETag": part["ETag"]})
+            self.client.complete_multipart_upload(
+                Bucket=self.bucket,
+                Key=key,
+                UploadId=upload_id,
+                MultipartUpload={"Parts": parts},  # type: ignore[typeddict-item]
+                **cond,
+            )
+        except BaseException:
+            try:  # never leave billed, invisible parts behind
+                self.client.abort_multipart_upload(Bucket=self.bucket, Key=key, UploadId=upload_id)
+            except (BotoCoreError, ClientError) as e:
+                log.warning("cannot abort multipart upload of %s: %s", key, e)
+            raise
+
+    def _conditional_writes_honoured(self) -> bool:
+        """Once per backend: does a second ``If-None-Match: *`` PUT of one key fail?"""
+        with self._probe_lock:
+            if self._conditional_ok is None:
+                name = _PROBE_PREFIX + secrets.token_hex(8)
+                key = self._key_prefix + name
+                try:
+                    self.client.put_object(Bucket=self.bucket, Key=key, Body=b"1", IfNoneMatch="*")
+                    try:
+                        self.client.put_object(
+                            Bucket=self.bucket, Key=key, Body=b"2", IfNoneMatch="*"
+                        )
+                        honoured = False
+                    except ClientError as e:
+                        if e.response.get("Error", {}).get("Code") not in _EXISTS_CODES:
+                            raise
+                        honoured = True
+                    finally:
+                        self.client.delete_object(Bucket=self.bucket, Key=key)
+                except (BotoCoreError, ClientError, OSError) as e:
+                    raise self._error(e, "conditional-write check", name) from e
+                if not honoured:
+                    log.warning("s3 endpoint %s ignores If-None-Match", self.endpoint)
+                self._conditional_ok = honoured
+            return self._conditional_ok
+
+    def _put_if_absent_unsafe(self, name: str, key: str, data: Buffer) -> None:
+        if not self._unsafe:
+            raise StorageError(
+                f"the S3 server at {self.endpoint} ignores conditional writes "
+                "(If-None-Match), so drengine cannot create locks safely there; upgrade the "
+                f"server, or set {ENV_UNSAFE_NO_CONDITIONAL}=1 to accept racy locks"
+            )
+        # Explicitly accepted by the user: check, then write. Two writers can both win.
+        try:
+            self.stat(name)
+        except ObjectNotFound:
+            self.put(name, data)
+            return
+        raise ObjectExists(f"object {name} already exists in {self.location}")
+
+    # ---- reads --------------------------------------------------------------------------
+
+    def get(self, name: str, offset: int = 0, length: int | None = None) -> bytes:
+        key = self._key(name)
+        if offset < 0 or (length is not None and length < 0):
+            raise ValueError("negative offset or length")
+        if length == 0 or (length is None and offset > 0):
+            return self._get_via_stat(name, offset, length)
+        args: dict[str, Any] = {}
+        if length is not None:
+            args["Range"] = f"bytes={offset}-{offset + length - 1}"
+        try:
+            resp = self.client.get_object(Bucket=self.bucket, Key=key, **args)
+            data = resp["Body"].read()
+            status = resp["ResponseMetadata"]["HTTPStatusCode"]
+        except ClientError as e:
+            if e.response.get("Error", {}).get("Code") == "InvalidRange":  # offset >= size
+                raise self._short(name, offset, length, 0) from e
+            raise self._error(e, "GET", name) from e
+        except (BotoCoreError, OSError) as e:
+            raise self._error(e, "GET", name) from e
+        if length is None:
+            return data
+        if status == 200:  # a server that ignored Range sent the whole object
+            data = data[offset : offset + length]
+        if len(data) != length:
+            raise self._short(name, offset, length, len(data))
+        return data
+
+    def _get_via_stat(self, name: str, offset: int, length: int | None) -> bytes:
+        # S3 answers 416 for any range on an empty object and for ranges starting at the end,
+        # so zero-length reads and open-ended reads past the start ask for the size first.
+        size = self.stat(name).size
+        if length == 0:
+            if offset > size:
+                raise self._short(name, offset, 0, 0)
+            return b""
+        if offset >= size:
+            return b""  # like reading a file at or past its end
+        return self.get(name, offset, size - offset)
+
+    def _short(self, name: str, offset: int, length: int | None, got: int) -> StorageError:
+        return StorageError(
+            f"short read of {name} in {self.location}: wanted {length} bytes at {offset}, got {got}"
+        )
+
+    def stat(self, name: str) -> ObjectInfo:
+        key = self._key(name)
+        try:
+            head = self.client.head_object(Bucket=self.bucket, Key=key)
+        except (BotoCoreError, ClientError, OSError) as e:
+            raise self._error(e, "HEAD", name) from e
+        return ObjectInfo(name, int(head["ContentLength"]))
+
+    def list(self, prefix: str) -> Iterator[ObjectInfo]:
+        token: str | None = None
+        cut = len(self._key_prefix)
+        full = self._key_prefix + prefix
+        while True:
+            args: dict[str, Any] = {"ContinuationToken": token} if token else {}
+            try:
+                page = self.client.list_objects_v2(Bucket=self.bucket, Prefix=full, **args)
+            except (BotoCoreError, ClientError, OSError) as e:
+                raise self._error(e, "LIST", prefix) from e
+            for obj in page.get("Contents", []):
+                # Servers that store keys as file paths (SeaweedFS) match "p//" like "p/".
+                if not obj["Key"].startswith(full):
+                    continue
+                name = obj["Key"][cut:]
+                try:
+                    check_name(name)  # skip "folder" markers ("data/") that consoles create
+                except ValueError:
+                    continue
+                if not name.startswith(_PROBE_PREFIX):
+                    yield ObjectInfo(name, int(obj["Size"]))
+            if not page.get("IsTruncated"):
+                return
+            token = page.get("NextContinuationToken")
+            if not token:
+                raise StorageError(f"s3 LIST of {self.location} was truncated without a token")
+
+    def delete(self, name: str) -> None:
+        key = self._key(name)
+        try:
+            self.client.delete_object(Bucket=self.bucket, Key=key)
+        except ClientError as e:
+            err = self._error(e, "DELETE", name)
+            if not isinstance(err, ObjectNotFound):  # deleting a missing object is fine
+                raise err from e
+        except (BotoCoreError, OSError) as e:
+            raise self._error(e, "DELETE", name) from e
+
+    def close(self) -> None:
+        self.client.close()
