@@ -49,6 +49,10 @@ def _global(
         format="drengine: %(levelname)s: %(message)s",
         stream=sys.stderr,
     )
+    if debug:
+        # boto's debug output is huge and carries request signatures: keep it out of --debug.
+        for name in ("botocore", "boto3", "urllib3", "s3transfer"):
+            logging.getLogger(name).setLevel(logging.INFO)
 
 
 def _register() -> None:

@@ -71,6 +71,11 @@ class RetryingBackend:
     def location(self) -> str:
         return self.inner.location
 
+    @property
+    def remote(self) -> bool:
+        """Whether reads cost a network round trip (the repository then caches metadata)."""
+        return bool(getattr(self.inner, "remote", False))
+
     def _call(self, what: str, fn: Callable[[], T]) -> T:
         p = self.policy
         start = self._clock()

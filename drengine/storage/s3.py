@@ -219,6 +219,8 @@ class S3Backend:
     def location(self) -> str:
         return f"s3://{self.bucket}/{self.prefix}" if self.prefix else f"s3://{self.bucket}"
 
+    remote = True  # reads cost a round trip: the repository caches index and snapshots
+
     def _key(self, name: str) -> str:
         check_name(name)
         return self._key_prefix + name
