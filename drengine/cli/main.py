@@ -31,12 +31,21 @@ def _version(value: bool) -> None:
 @app.callback()
 def _global(
     repo: str = typer.Option(
-        "", "--repo", "-r", help="Repository URL or path [env: DRENGINE_REPOSITORY]."
+        "", "--repo", "-r", help="Repository URL or path (env DRENGINE_REPOSITORY)."
     ),
     debug: bool = typer.Option(False, "--debug", help="Show tracebacks and debug logs."),
     retry_lock: str = typer.Option(
         "0", "--retry-lock", help="Wait this long (90s, 5m) for a conflicting lock to go."
     ),
+    s3_endpoint: str = typer.Option(
+        "", "--s3-endpoint", help="S3-compatible endpoint URL (env AWS_ENDPOINT_URL)."
+    ),
+    s3_region: str = typer.Option("", "--s3-region", help="S3 region (env AWS_DEFAULT_REGION)."),
+    s3_storage_class: str = typer.Option(
+        "", "--s3-storage-class", help="Storage class of new objects (STANDARD_IA, ...)."
+    ),
+    s3_sse: str = typer.Option("", "--s3-sse", help="Server-side encryption: AES256 or aws:kms."),
+    s3_sse_kms_key_id: str = typer.Option("", "--s3-sse-kms-key-id", help="KMS key for aws:kms."),
     version: bool = typer.Option(
         False, "--version", callback=_version, is_eager=True, help="Print the version."
     ),
@@ -44,6 +53,17 @@ def _global(
     STATE.repo_url = repo
     STATE.debug = debug
     STATE.retry_lock = parse_duration_seconds(retry_lock)
+    # The S3 options are the environment variables boto3 and the S3 backend read; an option
+    # given on the command line wins over the environment.
+    for value, env in (
+        (s3_endpoint, "AWS_ENDPOINT_URL"),
+        (s3_region, "AWS_DEFAULT_REGION"),
+        (s3_storage_class, "DRENGINE_S3_STORAGE_CLASS"),
+        (s3_sse, "DRENGINE_S3_SSE"),
+        (s3_sse_kms_key_id, "DRENGINE_S3_SSE_KMS_KEY_ID"),
+    ):
+        if value:
+            os.environ[env] = value
     logging.basicConfig(
         level=logging.DEBUG if debug else logging.WARNING,
         format="drengine: %(levelname)s: %(message)s",
