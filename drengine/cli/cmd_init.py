@@ -8,7 +8,7 @@ from drengine.cli.main import app
 from drengine.cli.state import read_password, repo_url
 from drengine.core.errors import UsageError
 from drengine.crypto.keys import DEFAULT_KDF_ITERATIONS, DEFAULT_KDF_MEMORY_KIB, KdfParams
-from drengine.repository.config import Settings
+from drengine.repository.config import MAX_OBJECT_LOCK_DAYS, OBJECT_LOCK_MODES, Settings
 from drengine.repository.repo import Repository
 from drengine.storage import open_backend
 
@@ -21,6 +21,14 @@ def init(
         DEFAULT_KDF_MEMORY_KIB // 1024, help="Argon2id memory for the key file, MiB."
     ),
     kdf_iterations: int = typer.Option(DEFAULT_KDF_ITERATIONS, help="Argon2id iterations."),
+    object_lock_mode: str = typer.Option(
+        "",
+        help="S3 Object Lock: write every object (but locks) with GOVERNANCE or COMPLIANCE "
+        "retention; s3:// only, on a bucket with Object Lock enabled.",
+    ),
+    object_lock_days: int = typer.Option(
+        0, help="Days each object stays retained after it is written (with --object-lock-mode)."
+    ),
 ) -> None:
     """Create a new repository."""
     if not 0 <= compression_level <= 22:
@@ -29,11 +37,37 @@ def init(
         raise UsageError("--pack-size must be between 1 and 512 MiB")
     if kdf_memory_mib < 1 or kdf_iterations < 1:
         raise UsageError("--kdf-memory-mib and --kdf-iterations must be at least 1")
-    backend = open_backend(repo_url())
+    lock_mode = _object_lock_mode(object_lock_mode, object_lock_days)
+    url = repo_url()
+    if lock_mode and not url.startswith("s3://"):
+        raise UsageError(f"--object-lock-mode needs an s3:// repository, not {url}")
+    backend = open_backend(url)
     repo = Repository.init(
         backend,
         read_password(confirm=True),
-        Settings(compression_level=compression_level, pack_size=pack_size * 1024 * 1024),
+        Settings(
+            compression_level=compression_level,
+            pack_size=pack_size * 1024 * 1024,
+            object_lock_mode=lock_mode,
+            object_lock_days=object_lock_days,
+        ),
         KdfParams(memory_kib=kdf_memory_mib * 1024, iterations=kdf_iterations),
     )
     typer.echo(f"created repository {repo.id[:8]} at {backend.location}")
+    if lock_mode:
+        typer.echo(
+            f"every object but locks is written under S3 Object Lock ({lock_mode}) for "
+            f"{object_lock_days} days"
+        )
+
+
+def _object_lock_mode(mode: str, days: int) -> str:
+    """The checked mode ("" for none); the two options only make sense together."""
+    mode = mode.strip().upper()
+    if mode and mode not in OBJECT_LOCK_MODES:
+        raise UsageError("--object-lock-mode takes GOVERNANCE or COMPLIANCE")
+    if bool(mode) != bool(days):
+        raise UsageError("--object-lock-mode and --object-lock-days go together")
+    if mode and not 1 <= days <= MAX_OBJECT_LOCK_DAYS:
+        raise UsageError(f"--object-lock-days must be between 1 and {MAX_OBJECT_LOCK_DAYS}")
+    return mode

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import typer
 
 from drengine.cli.main import app
@@ -13,7 +15,7 @@ from drengine.engine.prune import PruneResult, run_prune
 
 def report_prune(res: PruneResult, json_out: bool = False) -> None:
     if json_out:
-        print_json(res.__dict__)
+        print_json(dataclasses.asdict(res))
         return
     verb = "would free" if res.dry_run else "freed"
     typer.echo(
@@ -24,6 +26,20 @@ def report_prune(res: PruneResult, json_out: bool = False) -> None:
     )
     for note in res.notes:
         typer.echo(note)
+    if res.kept_locked:
+        typer.echo(_locked_summary(res))
+
+
+def _locked_summary(res: PruneResult) -> str:
+    packs = [o for o in res.kept_locked if o.kind == "pack"]
+    others = len(res.kept_locked) - len(packs)
+    size = human_bytes(sum(o.size for o in packs))
+    verb = "would keep" if res.dry_run else "kept"
+    return (
+        f"{verb} {len(packs)} packs ({size}) and {others} index objects that S3 Object Lock "
+        f"retains until {max(o.until for o in res.kept_locked)} at the latest; a prune after "
+        "that removes them"
+    )
 
 
 @app.command()

@@ -11,6 +11,11 @@ Safety, in order:
 5. The new index objects are written, then a final index object that supersedes all the old
    ones; only then are old index objects and packs deleted, and the lock is checked again
    right before the first deletion.
+6. Objects still under S3 Object Lock retention are never deleted (on a versioned bucket the
+   delete would only hide them behind a delete marker while they stay stored and billed).
+   An unused one stays in storage, unindexed, until a later prune after its retention; a
+   pack worth repacking is kept as it is; an old index object stays, superseded. Each is
+   reported in ``kept_locked``.
 A prune killed at any point leaves every snapshot restorable.
 """
 
@@ -18,6 +23,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 
 from drengine.core.errors import DrengineError, IntegrityError
 from drengine.engine.reachability import referenced_blobs
@@ -37,6 +43,16 @@ class PruneRefused(DrengineError):
     pass
 
 
+@dataclass(frozen=True)
+class LockedObject:
+    """An object prune would have removed but left, as S3 Object Lock still retains it."""
+
+    kind: str  # "pack" or "index"
+    name: str
+    size: int
+    until: str  # end of its retention, RFC 3339 in UTC
+
+
 @dataclass
 class PruneResult:
     dry_run: bool
@@ -53,6 +69,7 @@ class PruneResult:
     bytes_repacked: int = 0
     index_objects_replaced: int = 0
     notes: list[str] = field(default_factory=list)
+    kept_locked: list[LockedObject] = field(default_factory=list)
 
 
 @dataclass
@@ -71,10 +88,25 @@ def run_prune(
     max_unused: float = 0.05,
     dry_run: bool = False,
     say: Callable[[str], None] = lambda _m: None,
+    now: Callable[[], datetime] = lambda: datetime.now(UTC),
 ) -> PruneResult:
-    """Prune under an exclusive lock; ``max_unused`` is the unused share a pack may keep."""
+    """Prune under an exclusive lock; ``max_unused`` is the unused share a pack may keep;
+    ``now`` is the clock that decides whether an S3 Object Lock retention has ended."""
     with locked(repo, exclusive=True, operation="prune") as lock:
-        return _prune(repo, lock, max_unused, dry_run, say)
+        return _prune(repo, lock, max_unused, dry_run, say, _retention_check(repo, now()))
+
+
+def _retention_check(repo: Repository, now: datetime) -> Callable[[str], datetime | None]:
+    """name → the end of its S3 Object Lock retention if that is still ahead, else None."""
+    ask = getattr(repo.backend, "retained_until", None)
+    if ask is None:  # storage without Object Lock
+        return lambda _name: None
+
+    def until(name: str) -> datetime | None:
+        end: datetime | None = ask(name)
+        return end if end is not None and end > now else None
+
+    return until
 
 
 def _prune(
@@ -83,10 +115,12 @@ def _prune(
     max_unused: float,
     dry_run: bool,
     say: Callable[[str], None],
+    retained: Callable[[str], datetime | None],
 ) -> PruneResult:
     res = PruneResult(dry_run)
     say("loading indexes")
-    old_indexes = repo.index_ids()
+    index_sizes = {o.name[len(layout.INDEX) :]: o.size for o in repo.backend.list(layout.INDEX)}
+    old_indexes = list(index_sizes)
     repo.load_index()
     stored = {
         bytes.fromhex(layout.pack_id_from_name(o.name)): o.size
@@ -124,32 +158,52 @@ def _prune(
 
     delete: list[bytes] = []
     repack: list[bytes] = []
+    unindex: set[bytes] = set()  # unused but retained: left in storage, out of the index
     for pack_id, size in stored.items():
         maybe = plans.get(pack_id)
-        if maybe is None:
+        in_use = maybe is not None and bool(maybe.keep)
+        if maybe is not None and in_use and not _worth_repacking(maybe, size, max_unused):
+            res.packs_kept += 1
+            continue
+        name = layout.pack_name(pack_id.hex())
+        until = retained(name)
+        if until is not None:
+            res.kept_locked.append(LockedObject("pack", name, size, until.isoformat()))
+            if in_use:
+                res.packs_kept += 1  # repacked by a later prune, once it may be deleted
+            else:
+                unindex.add(pack_id)
+        elif maybe is None:
             res.packs_unindexed += 1
             delete.append(pack_id)
             res.bytes_freed += size
-        elif not maybe.keep:
+        elif not in_use:
             res.packs_deleted += 1
             delete.append(pack_id)
             res.bytes_freed += size
             res.blobs_removed += len(maybe.drop)
-        elif maybe.drop and maybe.unused_bytes() > max_unused * size:
+        else:
             res.packs_repacked += 1
             repack.append(pack_id)
             res.blobs_removed += len(maybe.drop)
             res.bytes_repacked += sum(e.length for _, e in maybe.keep)
             res.bytes_freed += maybe.unused_bytes()
+    index_delete: list[str] = []
+    for oid in old_indexes:  # all superseded by the new index; retained ones stay
+        until = retained(layout.INDEX + oid)
+        if until is None:
+            index_delete.append(oid)
         else:
-            res.packs_kept += 1
+            res.kept_locked.append(
+                LockedObject("index", layout.INDEX + oid, index_sizes[oid], until.isoformat())
+            )
     if dry_run:
         return res
 
     say(f"repacking {len(repack)} packs")
     new_packs = _repack(repo, [(p, plans[p]) for p in repack])
     res.packs_written = len(new_packs)
-    gone = set(delete) | set(repack)
+    gone = set(delete) | set(repack) | unindex
     kept = [
         (pid, [_record(bid, e) for bid, e in plans[pid].keep + plans[pid].drop])
         for pid in sorted(plans)
@@ -160,12 +214,16 @@ def _prune(
     res.index_objects_replaced = len(old_indexes)
 
     lock.check_valid()
-    say(f"deleting {len(old_indexes)} old index objects and {len(delete) + len(repack)} packs")
-    for oid in old_indexes:
+    say(f"deleting {len(index_delete)} old index objects and {len(delete) + len(repack)} packs")
+    for oid in index_delete:
         repo.backend.delete(layout.INDEX + oid)
     for pack_id in delete + repack:
         repo.backend.delete(layout.pack_name(pack_id.hex()))
     return res
+
+
+def _worth_repacking(plan: _PackPlan, size: int, max_unused: float) -> bool:
+    return bool(plan.drop) and plan.unused_bytes() > max_unused * size
 
 
 def _record(bid: bytes, e: IndexEntry) -> BlobRecord:

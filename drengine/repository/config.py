@@ -13,6 +13,10 @@ from drengine.crypto.keys import b64d
 FORMAT_NAME = "drengine"
 FORMAT_VERSION = 1
 _SETTINGS_AAD = b"drengine config settings"
+OBJECT_LOCK_MODES = ("GOVERNANCE", "COMPLIANCE")  # S3 Object Lock retention modes
+MAX_OBJECT_LOCK_DAYS = 36500
+# Settings every repository has; the object lock ones came later and are optional (§3).
+_REQUIRED = ("chunker_min", "chunker_avg", "chunker_max", "compression_level", "pack_size")
 
 
 @dataclass(frozen=True)
@@ -24,6 +28,26 @@ class Settings:
     chunker_max: int = 4 * 1024 * 1024
     compression_level: int = 3
     pack_size: int = 16 * 1024 * 1024
+    object_lock_mode: str = ""  # "" (none) or one of OBJECT_LOCK_MODES
+    object_lock_days: int = 0  # retention of every new object but locks, from its write
+
+    def __post_init__(self) -> None:
+        mode, days = self.object_lock_mode, self.object_lock_days
+        if mode not in ("", *OBJECT_LOCK_MODES):
+            raise ValueError(f"object lock mode {mode!r} is not GOVERNANCE or COMPLIANCE")
+        if (mode == "") != (days == 0) or not 0 <= days <= MAX_OBJECT_LOCK_DAYS:
+            raise ValueError(
+                f"object lock needs a mode and 1 to {MAX_OBJECT_LOCK_DAYS} days together, "
+                f"not {mode!r} and {days}"
+            )
+
+    def to_json(self) -> dict[str, int | str]:
+        fields = asdict(self)
+        if not self.object_lock_mode:
+            # Left out, so repositories without object lock stay readable by releases that
+            # predate the fields (they refuse unknown settings).
+            del fields["object_lock_mode"], fields["object_lock_days"]
+        return fields
 
 
 @dataclass(frozen=True)
@@ -35,7 +59,7 @@ class Config:
     def to_bytes(self, encryption_key: bytes) -> bytes:
         sealed = seal(
             encryption_key,
-            json.dumps(asdict(self.settings), sort_keys=True).encode(),
+            json.dumps(self.settings.to_json(), sort_keys=True).encode(),
             _SETTINGS_AAD + self.repo_id.encode(),
         )
         doc = {
@@ -72,6 +96,8 @@ def read_header(data: bytes, location: str) -> tuple[int, str, bytes]:
 def open_settings(sealed: bytes, repo_id: str, encryption_key: bytes) -> Settings:
     plain = unseal(encryption_key, sealed, _SETTINGS_AAD + repo_id.encode(), "repository config")
     fields = json.loads(plain)
+    if not isinstance(fields, dict):
+        raise IntegrityError("the repository config's settings are not a JSON object")
     unknown = set(fields) - set(Settings.__dataclass_fields__)
     if unknown:
         # A setting this version does not know may change how data is cut or stored.
@@ -79,7 +105,14 @@ def open_settings(sealed: bytes, repo_id: str, encryption_key: bytes) -> Setting
             "the repository uses settings this drengine does not know "
             f"({', '.join(sorted(unknown))}): upgrade drengine"
         )
-    missing = set(Settings.__dataclass_fields__) - set(fields)
+    missing = set(_REQUIRED) - set(fields)
     if missing:
         raise IntegrityError(f"the repository config lacks {', '.join(sorted(missing))}")
-    return Settings(**{k: int(v) for k, v in fields.items()})
+    try:
+        return Settings(
+            **{k: int(fields[k]) for k in _REQUIRED},
+            object_lock_mode=str(fields.get("object_lock_mode", "")),
+            object_lock_days=int(fields.get("object_lock_days", 0)),
+        )
+    except (TypeError, ValueError) as e:
+        raise IntegrityError(f"the repository config's settings are invalid: {e}") from None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
 from collections.abc import Iterator
@@ -42,6 +43,8 @@ from drengine.repository.layout import BlobType
 from drengine.repository.pack import HEADER_SIZE, PACK_MAGIC, BlobRecord, decrypt_blob
 from drengine.storage.base import Backend
 from drengine.storage.cache import CachingBackend
+
+log = logging.getLogger(__name__)
 
 TREE_KEY_CONTEXT = b"drengine v1 tree blob id"
 _INDEX_AAD = b"drengine index"
@@ -85,6 +88,7 @@ class Repository:
             pass
         keys = MasterKeys.generate()
         config = Config(FORMAT_VERSION, os.urandom(32).hex(), settings or Settings())
+        _enable_retention(backend, config.settings, creating=True)  # before the first write
         key_data = make_key_file(keys, password, kdf or KdfParams(), _key_meta())
         key_name = layout.KEYS + layout.object_id(key_data)
         backend.put(key_name, key_data)
@@ -126,6 +130,7 @@ class Repository:
                 damaged.append(str(e))  # another key file may still open
                 continue
             settings = open_settings(sealed, repo_id, keys.encryption)
+            _enable_retention(backend, settings, creating=False)
             if getattr(backend, "remote", False):
                 # Index and snapshots are read by nearly every command: keep local copies.
                 backend = CachingBackend(
@@ -330,6 +335,33 @@ class Repository:
             yield path, node
             if node.type == "dir" and node.subtree is not None:
                 yield from self.walk_tree(node.subtree, path)
+
+
+def _enable_retention(backend: Backend, settings: Settings, *, creating: bool) -> None:
+    """Have the backend write every new object but locks (which must stay deletable) under
+    the repository's S3 Object Lock retention (docs/storage.md)."""
+    if not settings.object_lock_mode:
+        return
+    enabled = getattr(backend, "object_lock_enabled", None)
+    where = backend.location
+    if enabled is None:
+        if creating:
+            raise UsageError(f"S3 Object Lock needs an s3:// repository, not {where}")
+        # A copy of the repository on other storage (3-2-1) must still open and restore.
+        log.warning(
+            "the repository at %s asks for S3 Object Lock, which this storage cannot do: "
+            "objects written now are not protected",
+            where,
+        )
+        return
+    if creating and not enabled():
+        raise StorageError(
+            f"the bucket of {where} does not have S3 Object Lock enabled: create the bucket "
+            "with Object Lock, or enable it on a versioned bucket (docs/storage.md)"
+        )
+    backend.set_retention(  # type: ignore[attr-defined]
+        settings.object_lock_mode, settings.object_lock_days, (layout.LOCKS,)
+    )
 
 
 def _key_meta() -> dict[str, str]:

@@ -13,7 +13,9 @@ import contextlib
 import logging
 import os
 from collections.abc import Iterator
+from datetime import datetime
 from pathlib import Path
+from typing import cast
 
 import blake3
 
@@ -98,6 +100,10 @@ class CachingBackend:
 
     def stat(self, name: str) -> ObjectInfo:
         return self.inner.stat(name)
+
+    def retained_until(self, name: str) -> datetime | None:  # optional: S3 Object Lock
+        retained_until = getattr(self.inner, "retained_until", None)
+        return None if retained_until is None else cast("datetime | None", retained_until(name))
 
     def close(self) -> None:
         self.inner.close()

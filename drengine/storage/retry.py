@@ -17,9 +17,10 @@ import random
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from datetime import datetime
 from typing import TypeVar
 
-from drengine.core.errors import ObjectExists, ObjectNotFound, StorageError
+from drengine.core.errors import ObjectExists, ObjectNotFound, StorageError, UsageError
 from drengine.storage.base import Backend, Buffer, ObjectInfo
 
 log = logging.getLogger(__name__)
@@ -139,6 +140,25 @@ class RetryingBackend:
 
     def stat(self, name: str) -> ObjectInfo:
         return self._call(f"stat {name}", lambda: self.inner.stat(name))
+
+    # Optional S3 Object Lock methods (docs/storage.md), forwarded if the inner backend has them.
+
+    def set_retention(self, mode: str, days: int, exempt: tuple[str, ...] = ()) -> None:
+        set_retention = getattr(self.inner, "set_retention", None)
+        if set_retention is None:
+            raise UsageError(f"{self.location} does not support S3 Object Lock")
+        set_retention(mode, days, exempt)
+
+    def object_lock_enabled(self) -> bool:
+        enabled = getattr(self.inner, "object_lock_enabled", None)
+        return enabled is not None and self._call("object lock configuration", enabled) is True
+
+    def retained_until(self, name: str) -> datetime | None:
+        retained_until = getattr(self.inner, "retained_until", None)
+        if retained_until is None:
+            return None
+        until: datetime | None = self._call(f"retention of {name}", lambda: retained_until(name))
+        return until
 
     def close(self) -> None:
         self.inner.close()

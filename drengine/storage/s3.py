@@ -11,6 +11,10 @@ Objects live under ``s3://BUCKET/PREFIX``: object ``data/ab/ab12..`` is key
   checks that the server honours it, and refuses to go on if not.
 - ``get``: ``Range: bytes=a-b``; fewer bytes than asked is a short read.
 
+Optional S3 Object Lock (``set_retention``): every later object, but names the repository
+exempts (its locks, which must stay deletable), is written with a retention date. Prune asks
+``retained_until`` before deleting.
+
 Credentials come from boto3's standard chain; the endpoint from ``endpoint_url``, else
 boto3's own configuration (``AWS_ENDPOINT_URL``, ``AWS_ENDPOINT_URL_S3``, the config file).
 Failures that may pass are raised as ``TransientStorageError`` for ``RetryingBackend``;
@@ -19,11 +23,14 @@ botocore's own retries are off so that one layer decides, with one time budget.
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import logging
 import os
 import secrets
 import threading
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
@@ -80,6 +87,7 @@ _TRANSIENT_CODES = frozenset(
 # flight (409); either way another writer got there first.
 _EXISTS_CODES = frozenset({"PreconditionFailed", "ConditionalRequestConflict"})
 _PROBE_PREFIX = ".drengine-conditional-write-probe-"  # no repository object has this name
+OBJECT_LOCK_MODES = ("GOVERNANCE", "COMPLIANCE")
 
 ENV_STORAGE_CLASS = "DRENGINE_S3_STORAGE_CLASS"
 ENV_SSE = "DRENGINE_S3_SSE"
@@ -195,6 +203,13 @@ class S3Backend:
         self._conditional_ok: bool | None = None if verify_conditional_writes else True
         self._unsafe = unsafe_no_conditional_writes
         self._probe_lock = threading.Lock()
+        self._retention: tuple[str, int, tuple[str, ...]] | None = None  # set_retention
+        self._bucket_locked: bool | None = None  # Object Lock enabled on the bucket, once asked
+        self._heads_needed: bool | None = None  # retained_until: may any object be retained?
+        # Object Lock PUTs need Content-MD5 or a checksum; boto3 sends CRC32 unless told to
+        # send checksums only when required, and then we add Content-MD5 ourselves.
+        checksums = getattr(self.client.meta.config, "request_checksum_calculation", None)
+        self._md5 = checksums == "when_required"
 
     @classmethod
     def from_url(cls, url: str, **kwargs: Any) -> S3Backend:
@@ -248,6 +263,11 @@ class S3Backend:
                 return TransientStorageError(f"s3 endpoint {self.endpoint}: {op} {where}: {detail}")
             if code in ("NoSuchKey", "NotFound", "404") or status == 404:
                 return ObjectNotFound(f"object {name} not found in {self.location}")
+            if self._retention is not None and op == "PUT" and code == "InvalidRequest":
+                return StorageError(
+                    f"s3 PUT of {where} with Object Lock retention failed ({detail}): is Object "
+                    f"Lock enabled on bucket {self.bucket}?"
+                )
             if status == 403:
                 return StorageError(
                     f"access denied to {where} ({op}, {detail}): check the credentials and "
@@ -272,7 +292,7 @@ class S3Backend:
     def put(self, name: str, data: Buffer) -> None:
         key = self._key(name)
         try:
-            self._upload(key, data, conditional=False)
+            self._upload(key, data, conditional=False, lock=self._lock_args(name))
         except (BotoCoreError, ClientError, OSError) as e:
             raise self._error(e, "PUT", name) from e
 
@@ -282,7 +302,7 @@ class S3Backend:
             self._put_if_absent_unsafe(name, key, data)
             return
         try:
-            self._upload(key, data, conditional=True)
+            self._upload(key, data, conditional=True, lock=self._lock_args(name))
         except ClientError as e:
             if e.response.get("Error", {}).get("Code") in _EXISTS_CODES:
                 raise ObjectExists(f"object {name} already exists in {self.location}") from e
@@ -290,28 +310,38 @@ class S3Backend:
         except (BotoCoreError, OSError) as e:
             raise self._error(e, "PUT", name) from e
 
-    def _upload(self, key: str, data: Buffer, conditional: bool) -> None:
+    def _upload(self, key: str, data: Buffer, conditional: bool, lock: dict[str, Any]) -> None:
         cond: dict[str, Any] = {"IfNoneMatch": "*"} if conditional else {}
         if len(data) <= self.multipart_threshold:
             # botocore takes bytes but no memoryview; one copy of a pack is cheap next to
             # the network, and leaves the caller's buffer free as soon as we return.
             body = data if isinstance(data, bytes) else bytes(data)
             self.client.put_object(
-                Bucket=self.bucket, Key=key, Body=body, **cond, **self.write_args
+                Bucket=self.bucket,
+                Key=key,
+                Body=body,
+                **cond,
+                **self.write_args,
+                **lock,
+                **self._md5_arg(body, lock),
             )
             return
-        up = self.client.create_multipart_upload(Bucket=self.bucket, Key=key, **self.write_args)
+        up = self.client.create_multipart_upload(
+            Bucket=self.bucket, Key=key, **self.write_args, **lock
+        )
         upload_id = up["UploadId"]
         try:
             view = memoryview(data)
             parts: list[dict[str, Any]] = []
             for number, start in enumerate(range(0, len(view), self.part_size), start=1):
+                chunk = bytes(view[start : start + self.part_size])
                 part = self.client.upload_part(
                     Bucket=self.bucket,
                     Key=key,
                     UploadId=upload_id,
                     PartNumber=number,
-                    Body=bytes(view[start : start + self.part_size]),
+                    Body=chunk,
+                    **self._md5_arg(chunk, lock),
                 )
                 parts.append({"PartNumber": number, "ETag": part["ETag"]})
             self.client.complete_multipart_upload(
@@ -327,6 +357,71 @@ class S3Backend:
             except (BotoCoreError, ClientError) as e:
                 log.warning("cannot abort multipart upload of %s: %s", key, e)
             raise
+
+    # ---- object lock --------------------------------------------------------------------
+
+    def set_retention(self, mode: str, days: int, exempt: tuple[str, ...] = ()) -> None:
+        """Write every later object whose name does not start with one of ``exempt`` with
+        Object Lock ``mode`` until ``days`` after its write (the bucket must have Object Lock
+        enabled; check with ``object_lock_enabled``)."""
+        if mode not in OBJECT_LOCK_MODES or days < 1:
+            raise ValueError(f"invalid object lock retention {mode!r}, {days} days")
+        self._retention = (mode, days, exempt)
+
+    def _lock_args(self, name: str) -> dict[str, Any]:
+        if self._retention is None or name.startswith(self._retention[2]):
+            return {}
+        mode, days, _ = self._retention
+        until = datetime.now(UTC) + timedelta(days=days)
+        return {"ObjectLockMode": mode, "ObjectLockRetainUntilDate": until}
+
+    def _md5_arg(self, body: bytes, lock: dict[str, Any]) -> dict[str, Any]:
+        if not (lock and self._md5):
+            return {}
+        digest = hashlib.md5(body, usedforsecurity=False).digest()
+        return {"ContentMD5": base64.b64encode(digest).decode("ascii")}
+
+    def object_lock_enabled(self) -> bool:
+        """Whether the bucket has Object Lock enabled (asked once per backend)."""
+        if self._bucket_locked is None:
+            try:
+                conf = self.client.get_object_lock_configuration(Bucket=self.bucket)
+                state = conf.get("ObjectLockConfiguration", {}).get("ObjectLockEnabled")
+                self._bucket_locked = state == "Enabled"
+            except ClientError as e:
+                code = e.response.get("Error", {}).get("Code")
+                if code not in ("ObjectLockConfigurationNotFoundError", "NotImplemented"):
+                    raise self._error(e, "GET object lock configuration", "") from e
+                self._bucket_locked = False  # none set, or a server without Object Lock
+            except (BotoCoreError, OSError) as e:
+                raise self._error(e, "GET object lock configuration", "") from e
+        return self._bucket_locked
+
+    def retained_until(self, name: str) -> datetime | None:
+        """The end of ``name``'s Object Lock retention (possibly past), None if it has none.
+
+        HEAD shows the date only to callers allowed ``s3:GetObjectRetention``.
+        """
+        if self._heads_needed is None:
+            try:
+                self._heads_needed = self.object_lock_enabled()
+            except TransientStorageError:
+                raise
+            except StorageError as e:  # not allowed to ask, say: look at each object instead
+                log.debug("cannot read the object lock configuration: %s", e)
+                self._heads_needed = True
+        if not self._heads_needed:
+            return None  # no object in this bucket can be retained: save the HEADs
+        key = self._key(name)
+        try:
+            head = self.client.head_object(Bucket=self.bucket, Key=key)
+        except (BotoCoreError, ClientError, OSError) as e:
+            err = self._error(e, "HEAD", name)
+            if isinstance(err, ObjectNotFound):
+                return None
+            raise err from e
+        until = head.get("ObjectLockRetainUntilDate")
+        return until.astimezone(UTC) if until is not None else None
 
     def _conditional_writes_honoured(self) -> bool:
         """Once per backend: does a second ``If-None-Match: *`` PUT of one key fail?"""
