@@ -73,6 +73,7 @@ NODE_OPTIONAL_ALL = {"xattrs"}
 
 # Fields of §3 (settings) and §8 (snapshots).
 SETTINGS_FIELDS = {"chunker_min", "chunker_avg", "chunker_max", "compression_level", "pack_size"}
+SETTINGS_OPTIONAL = {"object_lock_mode", "object_lock_days"}  # §3: only with S3 Object Lock
 SNAPSHOT_FIELDS = {
     "version", "time", "host", "username", "paths", "tags", "tree",
     "program_version", "source", "parent", "summary",
@@ -342,9 +343,12 @@ class Repository:
         sealed = b64(self.config["settings"], "§3 settings")
         aad = SETTINGS_AAD + self.config["id"].encode("ascii")
         settings = json.loads(self.unseal(sealed, aad, "§3 settings").decode("utf-8"))
-        check_fields(settings, SETTINGS_FIELDS, set(), "§3 settings")
+        check_fields(settings, SETTINGS_FIELDS, SETTINGS_OPTIONAL, "§3 settings")
         for k, v in settings.items():
-            if not isinstance(v, int) or isinstance(v, bool):
+            if k == "object_lock_mode":
+                if v not in ("", "GOVERNANCE", "COMPLIANCE"):
+                    raise FormatError(f"§3: object_lock_mode {v!r} is not a lock mode")
+            elif not isinstance(v, int) or isinstance(v, bool):
                 raise FormatError(f"§3: setting {k} = {v!r} is not an integer")
         if not settings["chunker_min"] <= settings["chunker_avg"] <= settings["chunker_max"]:
             raise FormatError(f"§3: chunker sizes out of order: {settings}")
