@@ -13,7 +13,6 @@ from __future__ import annotations
 import itertools
 import os
 import stat
-from collections import defaultdict
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
@@ -23,6 +22,7 @@ from drengine.core.errors import DrengineError, IntegrityError
 from drengine.core.model import Node, Snapshot
 from drengine.engine.blobstream import blob_stream
 from drengine.engine.progress import Progress
+from drengine.engine.restore_batches import Batch, pack_batches
 from drengine.engine.tree_paths import find_node, split_path
 from drengine.repository.locks import locked
 from drengine.repository.repo import Repository
@@ -133,11 +133,34 @@ class Restorer:
             return False
         return True
 
-    def restore_files(self, files: list[tuple[bytes, Node]], fetch: ThreadPoolExecutor) -> None:
-        for dest, node in files:
-            self.restore_file(dest, node, fetch)
+    def restore_batch(self, batch: Batch) -> None:
+        """One ranged read of a pack, then every one-blob file whose blob lies in it."""
+        try:
+            buf = self.repo.read_pack(batch.pack_id, batch.start, batch.end - batch.start)
+        except DrengineError as e:
+            for dest, _node, _entry in batch.items:
+                self.error(dest, str(e))
+            return
+        view = memoryview(buf)
+        for dest, node, entry in batch.items:
+            rel = entry.offset - batch.start
+            try:
+                data = self.repo.open_blob(
+                    node.content[0], entry, view[rel : rel + entry.length]
+                )
+            except DrengineError as e:
+                self.error(dest, str(e))
+                continue
+            self.restore_file(dest, node, None, data)
 
-    def restore_file(self, dest: bytes, node: Node, fetch: ThreadPoolExecutor) -> None:
+    def restore_file(
+        self,
+        dest: bytes,
+        node: Node,
+        fetch: ThreadPoolExecutor | None,
+        data: bytes | None = None,
+    ) -> None:
+        """Write one file; ``data`` is its content when the caller already read it."""
         parent = os.path.dirname(dest)
         tmp = parent + b"/.drengine-%d-%d.tmp" % (os.getpid(), next(self._tmp_counter))
         try:
@@ -154,10 +177,13 @@ class Restorer:
                     if not (node.sparse and _is_zero(data)):
                         os.pwrite(fd, data, offset)
 
-                for data in blob_stream(self.repo, node.content, fetch, write):
-                    hasher.update(data)
-                    pos += len(data)
-                    self.progress.add_bytes(len(data))
+                blobs = [data] if data is not None else []
+                if data is not None:
+                    write(0, data)
+                for blob in blobs or blob_stream(self.repo, node.content, fetch, write):
+                    hasher.update(blob)
+                    pos += len(blob)
+                    self.progress.add_bytes(len(blob))
                 if pos != node.size or hasher.digest() != node.content_hash:
                     raise IntegrityError(
                         f"restored content of {os.fsdecode(dest)} does not match the snapshot"
@@ -187,24 +213,20 @@ class Restorer:
         created = {d for d, _ in plan.dirs if self.make_dir(d)}
         writable = created | {self.target}
         files = [(d, n) for d, n in plan.files if os.path.dirname(d) in writable]
-        # One task per directory (or per large file): writers working in different directories
-        # do not queue on one directory's lock for every create and rename.
-        by_dir: dict[bytes, list[tuple[bytes, Node]]] = defaultdict(list)
-        for d, n in files:
-            by_dir[os.path.dirname(d)].append((d, n))
+        # Files of one blob are restored in batches: one ranged read of a pack serves many
+        # (and the files of one directory mostly share a pack). Larger files stream their
+        # blobs with prefetch and parallel writes.
+        empty = [(d, n) for d, n in files if not n.content]
+        single = [(d, n) for d, n in files if len(n.content) == 1]
+        large = [(d, n) for d, n in files if len(n.content) > 1]
         with (
             ThreadPoolExecutor(_FETCH_WORKERS, thread_name_prefix="fetch") as fetch,
             ThreadPoolExecutor(_FILE_WORKERS, thread_name_prefix="write") as writers,
         ):
-            tasks = []
-            for group in by_dir.values():
-                small = [(d, n) for d, n in group if len(n.content) <= 1]
-                tasks.append(writers.submit(self.restore_files, small, fetch))
-                tasks += [
-                    writers.submit(self.restore_file, d, n, fetch)
-                    for d, n in group
-                    if len(n.content) > 1
-                ]
+            tasks = [writers.submit(self.restore_batch, b) for b in pack_batches(self.repo, single)]
+            tasks += [writers.submit(self.restore_file, d, n, fetch) for d, n in large]
+            for d, n in empty:
+                self.restore_file(d, n, None)
             for t in tasks:
                 t.result()
         for dest, src in plan.links:
