@@ -31,6 +31,7 @@ from drengine.engine.forget import (
     parse_taglist,
     remove_snapshots,
 )
+from drengine.repository.locks import locked
 from drengine.repository.repo import Repository
 
 
@@ -179,18 +180,21 @@ def forget(
     prune_fns = _load_prune() if prune else None  # fail before anything is removed
 
     repo = open_repository()
-    if snapshot_ids:
-        decisions = [_by_ids(repo, snapshot_ids)]
-    else:
-        taglists = [parse_taglist(t) for t in tag]
-        snaps = [s for s in repo.snapshots() if matches_filter(s, host, taglists)]
-        decisions = apply_policy(snaps, policy, fields, now=datetime.now(UTC))
-    doomed = [s.id for d in decisions for s in d.remove]
+    # Lock before listing, as restic does: two overlapping forgets must not each decide on a
+    # list the other is changing and together remove more than either policy allows.
+    with locked(repo, exclusive=not dry_run, operation="forget") as lock:
+        if snapshot_ids:
+            decisions = [_by_ids(repo, snapshot_ids)]
+        else:
+            taglists = [parse_taglist(t) for t in tag]
+            snaps = [s for s in repo.snapshots() if matches_filter(s, host, taglists)]
+            decisions = apply_policy(snaps, policy, fields, now=datetime.now(UTC))
+        doomed = [s.id for d in decisions for s in d.remove]
 
-    if not json_out and not snapshot_ids:
-        _print_decisions(decisions, policy)
-    if not dry_run:
-        remove_snapshots(repo, doomed)
+        if not json_out and not snapshot_ids:
+            _print_decisions(decisions, policy)
+        if not dry_run:
+            remove_snapshots(repo, doomed, lock)
     if json_out:
         print_json([_decision_json(d) for d in decisions])
     else:

@@ -30,7 +30,7 @@ from datetime import UTC, datetime, timedelta
 from drengine.core.errors import IntegrityError, UsageError
 from drengine.core.model import Snapshot
 from drengine.repository import layout
-from drengine.repository.locks import locked
+from drengine.repository.locks import HeldLock
 from drengine.repository.repo import Repository
 
 UNLIMITED = -1
@@ -326,13 +326,12 @@ def _sort_key(key: GroupKey) -> tuple[str, tuple[str, ...], tuple[str, ...]]:
 # ---- removing -----------------------------------------------------------------------------
 
 
-def remove_snapshots(repo: Repository, ids: Iterable[str]) -> list[str]:
-    """Delete snapshot objects under an exclusive lock (as restic does: no check or prune
-    sees half of a forget); their data stays until prune. Returns the IDs deleted."""
+def remove_snapshots(repo: Repository, ids: Iterable[str], lock: HeldLock) -> list[str]:
+    """Delete snapshot objects; the caller holds the exclusive ``lock`` from before it chose
+    them. Their data stays until prune. Returns the IDs deleted."""
     done = []
-    with locked(repo, exclusive=True, operation="forget") as lock:
-        for oid in ids:
-            lock.check_valid()
-            repo.backend.delete(layout.SNAPSHOTS + oid)
-            done.append(oid)
+    for oid in ids:
+        lock.check_valid()
+        repo.backend.delete(layout.SNAPSHOTS + oid)
+        done.append(oid)
     return done

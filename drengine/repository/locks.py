@@ -187,12 +187,16 @@ def acquire(
     """Take a lock, waiting up to ``repo.lock_wait`` seconds for conflicting ones to go."""
     deadline = time.monotonic() + repo.lock_wait
     delay = 1.0
+    waiting = False
     while True:
         try:
             return _try_acquire(repo, exclusive, operation, clock)
-        except RepositoryLocked:
+        except RepositoryLocked as e:
             if time.monotonic() + delay > deadline:
                 raise
+            if not waiting:  # say once why nothing seems to happen
+                log.warning("%s; waiting up to %.0f s", e, repo.lock_wait)
+                waiting = True
             sleep(delay)
             delay = min(delay * 2, 10.0)
 

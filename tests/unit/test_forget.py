@@ -25,6 +25,7 @@ from drengine.engine.forget import (
     parse_taglist,
     remove_snapshots,
 )
+from drengine.repository.locks import locked
 from drengine.repository.repo import Repository
 
 
@@ -503,7 +504,8 @@ def test_policy_describe() -> None:
 
 def test_remove_snapshots_deletes_only_those(mem_repo: Repository) -> None:
     ids = [mem_repo.save_snapshot(snap(at(2024, 1, d), sid="")) for d in (1, 2, 3)]
-    assert remove_snapshots(mem_repo, ids[:2]) == ids[:2]
+    with locked(mem_repo, exclusive=True, operation="forget") as lock:
+        assert remove_snapshots(mem_repo, ids[:2], lock) == ids[:2]
     assert mem_repo.snapshot_ids() == ids[2:]
     assert [s.id for s in mem_repo.snapshots()] == ids[2:]
 
