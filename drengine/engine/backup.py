@@ -328,7 +328,8 @@ def _run_backup(
     start_time = now()
     paths = _normalize(opts.paths)
     repo.load_index()
-    saver = BlobSaver(repo)
+    # Uploads to object storage wait on round trips, not on the disk: more of them in flight.
+    saver = BlobSaver(repo, uploaders=4 if getattr(repo.backend, "remote", False) else 2)
     w = _Walker(repo, saver, opts, progress)
     ok = False
     try:

@@ -36,6 +36,10 @@ class CachingBackend:
     def location(self) -> str:
         return self.inner.location
 
+    @property
+    def remote(self) -> bool:
+        return bool(getattr(self.inner, "remote", False))
+
     def _cached(self, name: str) -> bool:
         return name.startswith(self.prefixes)
 
