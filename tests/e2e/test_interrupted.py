@@ -26,7 +26,8 @@ def _write_random(path: Path, mib: int) -> None:
 def _wait_for_index(repo: Path, proc: subprocess.Popen[bytes], timeout: float = 60) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if any((repo / "index").glob("*")):
+        # A finished index object, not the local backend's temporary file being written.
+        if any(not p.name.startswith(".") for p in (repo / "index").glob("*")):
             return
         assert proc.poll() is None, "backup finished before it could be interrupted"
         time.sleep(0.01)
