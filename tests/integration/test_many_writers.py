@@ -24,20 +24,18 @@ import os
 import signal
 import socket
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from s3_cli import KDF_ARGS, Drengine, describe
 from seaweed_server import BUCKET, SeaweedS3
 
 pytestmark = pytest.mark.integration
 
-PROJECT_ROOT = Path(__file__).resolve().parents[2]
 PASSWORD = "many writers correct horse"
-KDF_ARGS = ("--kdf-memory-mib", "8", "--kdf-iterations", "1")
 LOCK_WAIT = ("--retry-lock", "2m")
 HOSTS = ("hostA", "hostB", "hostC")
 KiB = 1024
@@ -47,60 +45,8 @@ MiB = 1024 * KiB
 Manifest = dict[str, tuple[int, str]]
 
 
-class Drengine:
-    """The CLI on one repository, with a cache directory of its own (one per host)."""
-
-    def __init__(self, server: SeaweedS3, url: str, cache: Path, cwd: Path) -> None:
-        self.url = url
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("DRENGINE_", "AWS_"))}
-        env.update(server.env())
-        env.update(
-            DRENGINE_PASSWORD=PASSWORD,
-            DRENGINE_CACHE_DIR=str(cache),
-            PYTHONPATH=str(PROJECT_ROOT),
-            NO_COLOR="1",
-        )
-        self.env = env
-        self.cwd = cwd
-
-    def cmd(self, *args: str) -> list[str]:
-        return [sys.executable, "-m", "drengine", "--repo", self.url, *args]
-
-    def start(self, *args: str) -> subprocess.Popen[str]:
-        return subprocess.Popen(
-            self.cmd(*args),
-            env=self.env,
-            cwd=self.cwd,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-
-    def __call__(
-        self, *args: str, code: int = 0, timeout: float = 120
-    ) -> subprocess.CompletedProcess[str]:
-        proc = subprocess.run(
-            self.cmd(*args),
-            env=self.env,
-            cwd=self.cwd,
-            capture_output=True,
-            text=True,
-            stdin=subprocess.DEVNULL,
-            timeout=timeout,
-            check=False,
-        )
-        assert proc.returncode == code, describe(
-            args, proc.returncode, code, proc.stdout, proc.stderr
-        )
-        return proc
-
-
-def describe(args: Any, got: int | None, wanted: int, out: str, err: str) -> str:
-    return (
-        f"drengine {' '.join(args)}: exit {got}, wanted {wanted}\n"
-        f"stdout: {out[-2000:]}\nstderr: {err[-3000:]}"
-    )
+def _drengine(server: SeaweedS3, url: str, cache: Path, cwd: Path) -> Drengine:
+    return Drengine(server, url, cache, cwd, PASSWORD)
 
 
 class Running:
@@ -237,7 +183,7 @@ def test_three_hosts_back_up_while_forget_prune_runs(
     seaweed: SeaweedS3, client: Any, processes: Processes, tmp_path: Path, s3_prefix: str
 ) -> None:
     url = f"s3://{BUCKET}/{s3_prefix}"
-    admin = Drengine(seaweed, url, tmp_path / "cache-admin", tmp_path)
+    admin = _drengine(seaweed, url, tmp_path / "cache-admin", tmp_path)
     admin("init", *KDF_ARGS)
     shared = {
         "lib": os.urandom(6 * MiB),
@@ -246,7 +192,7 @@ def test_three_hosts_back_up_while_forget_prune_runs(
         "update-3": os.urandom(8 * MiB),
     }
     hosts = [Host(name, tmp_path, shared) for name in HOSTS]
-    runs = {h.name: Drengine(seaweed, url, tmp_path / f"cache-{h.name}", tmp_path) for h in hosts}
+    runs = {h.name: _drengine(seaweed, url, tmp_path / f"cache-{h.name}", tmp_path) for h in hosts}
     expected: dict[tuple[str, int], Manifest] = {}
     snapshot_ids: dict[tuple[str, int], str] = {}
 
@@ -323,7 +269,7 @@ def test_three_hosts_back_up_while_forget_prune_runs(
         batch = items[first : first + 3]
         restores = []
         for i, (_key, sid) in enumerate(batch):
-            run = Drengine(seaweed, url, tmp_path / f"cache-restore{i}", tmp_path)
+            run = _drengine(seaweed, url, tmp_path / f"cache-restore{i}", tmp_path)
             target = tmp_path / "restored" / sid[:8]
             restores.append(
                 processes.start(run, f"restore {sid[:8]}", "restore", sid, "--target", str(target))
@@ -365,7 +311,7 @@ def _backup_holding_its_lock(
 def test_conflicting_lock_exits_11_naming_the_holder(
     seaweed: SeaweedS3, client: Any, tmp_path: Path, s3_prefix: str
 ) -> None:
-    run = Drengine(seaweed, f"s3://{BUCKET}/{s3_prefix}", tmp_path / "cache", tmp_path)
+    run = _drengine(seaweed, f"s3://{BUCKET}/{s3_prefix}", tmp_path / "cache", tmp_path)
     run("init", *KDF_ARGS)
     src = tmp_path / "src"
     _big_tree(src)
@@ -407,7 +353,7 @@ def test_conflicting_lock_exits_11_naming_the_holder(
 def test_unlock_removes_the_stale_lock_of_a_killed_backup(
     seaweed: SeaweedS3, client: Any, tmp_path: Path, s3_prefix: str
 ) -> None:
-    run = Drengine(seaweed, f"s3://{BUCKET}/{s3_prefix}", tmp_path / "cache", tmp_path)
+    run = _drengine(seaweed, f"s3://{BUCKET}/{s3_prefix}", tmp_path / "cache", tmp_path)
     run("init", *KDF_ARGS)
     src = tmp_path / "src"
     _big_tree(src)

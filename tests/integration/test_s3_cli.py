@@ -10,63 +10,23 @@ from __future__ import annotations
 import os
 import socket
 import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
 from typing import Any
 
 import pytest
+from s3_cli import Drengine
 from seaweed_server import BUCKET, SeaweedS3
 
 pytestmark = pytest.mark.integration
 
-PROJECT_ROOT = Path(__file__).resolve().parents[2]
 PASSWORD = "integration correct horse"
 MiB = 1024 * 1024
 
 
-class Drengine:
-    """Runs the CLI on one S3 repository with a controlled environment."""
-
-    def __init__(self, server: SeaweedS3 | None, tmp: Path, url: str, **env: str) -> None:
-        self.url = url
-        base = {k: v for k, v in os.environ.items() if not k.startswith(("DRENGINE_", "AWS_"))}
-        base.update(server.env() if server else {})
-        base.update(
-            DRENGINE_PASSWORD=PASSWORD,
-            DRENGINE_CACHE_DIR=str(tmp / "cache"),
-            PYTHONPATH=str(PROJECT_ROOT),
-            NO_COLOR="1",
-        )
-        base.update(env)
-        self.env = base
-        self.cwd = tmp
-
-    def cmd(self, *args: str) -> list[str]:
-        return [sys.executable, "-m", "drengine", "--repo", self.url, *args]
-
-    def __call__(
-        self, *args: str, code: int = 0, timeout: float = 120
-    ) -> subprocess.CompletedProcess[str]:
-        proc = subprocess.run(
-            self.cmd(*args),
-            env=self.env,
-            cwd=self.cwd,
-            capture_output=True,
-            text=True,
-            stdin=subprocess.DEVNULL,
-            timeout=timeout,
-            check=False,
-        )
-        assert proc.returncode == code, (
-            f"drengine {' '.join(args)}: exit {proc.returncode}, wanted {code}\n"
-            f"stdout: {proc.stdout[-2000:]}\nstderr: {proc.stderr[-3000:]}"
-        )
-        return proc
-
-    def init(self, *extra: str) -> None:
-        self("init", "--kdf-memory-mib", "8", "--kdf-iterations", "1", *extra)
+def _drengine(server: SeaweedS3 | None, tmp: Path, url: str, **env: str) -> Drengine:
+    return Drengine(server, url, tmp / "cache", tmp, PASSWORD, **env)
 
 
 def _tree(root: Path, big: int = 3 * MiB, big_files: int = 1) -> dict[str, bytes]:
@@ -93,7 +53,7 @@ def _assert_restored(run: Drengine, src: Path, files: dict[str, bytes], target: 
 
 
 def test_init_backup_restore_check(seaweed: SeaweedS3, tmp_path: Path, s3_prefix: str) -> None:
-    run = Drengine(seaweed, tmp_path, f"s3://{BUCKET}/{s3_prefix}")
+    run = _drengine(seaweed, tmp_path, f"s3://{BUCKET}/{s3_prefix}")
     src = tmp_path / "src"
     files = _tree(src)
     run.init()
@@ -109,7 +69,7 @@ def test_init_backup_restore_check(seaweed: SeaweedS3, tmp_path: Path, s3_prefix
 
 
 def test_no_repository_at_prefix_is_exit_10(seaweed: SeaweedS3, tmp_path: Path) -> None:
-    run = Drengine(seaweed, tmp_path, f"s3://{BUCKET}/nothing-here")
+    run = _drengine(seaweed, tmp_path, f"s3://{BUCKET}/nothing-here")
     proc = run("snapshots", code=10)
     assert f"s3://{BUCKET}/nothing-here" in proc.stderr
 
@@ -117,7 +77,7 @@ def test_no_repository_at_prefix_is_exit_10(seaweed: SeaweedS3, tmp_path: Path) 
 def test_wrong_secret_is_one_clear_error_without_retries(
     seaweed: SeaweedS3, tmp_path: Path
 ) -> None:
-    run = Drengine(seaweed, tmp_path, f"s3://{BUCKET}/x", AWS_SECRET_ACCESS_KEY="wrong")
+    run = _drengine(seaweed, tmp_path, f"s3://{BUCKET}/x", AWS_SECRET_ACCESS_KEY="wrong")
     start = time.monotonic()
     proc = run("snapshots", code=1)
     assert time.monotonic() - start < 20
@@ -129,7 +89,7 @@ def test_dead_endpoint_fails_with_a_clear_error_within_the_budget(tmp_path: Path
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    run = Drengine(
+    run = _drengine(
         None,
         tmp_path,
         "s3://bkt/repo",
@@ -148,7 +108,7 @@ def test_dead_endpoint_fails_with_a_clear_error_within_the_budget(tmp_path: Path
 
 def _backup_through_outage(server: SeaweedS3, tmp_path: Path, prefix: str, outage: Any) -> None:
     """Start a backup of many small packs; once packs arrive, run ``outage()``; check all."""
-    run = Drengine(server, tmp_path, f"s3://{BUCKET}/{prefix}", DRENGINE_S3_READ_TIMEOUT="1")
+    run = _drengine(server, tmp_path, f"s3://{BUCKET}/{prefix}", DRENGINE_S3_READ_TIMEOUT="1")
     src = tmp_path / "src"
     files = _tree(src, big=16 * MiB, big_files=3)
     run.init("--pack-size", "1")

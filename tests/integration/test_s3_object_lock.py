@@ -11,13 +11,15 @@ from pathlib import Path
 
 import pytest
 from botocore.exceptions import ClientError
+from s3_cli import Drengine
 from seaweed_server import BUCKET, SeaweedS3
-from test_s3_cli import Drengine
 
 from drengine.engine.check import run_check
 from drengine.engine.prune import run_prune
 from drengine.repository.repo import Repository
 from drengine.storage.url import open_backend
+
+PASSWORD = "object lock correct horse"
 
 pytestmark = pytest.mark.integration
 
@@ -48,7 +50,9 @@ def _versions(seaweed: SeaweedS3, prefix: str) -> Iterator[dict[str, object]]:
 def test_object_lock_repository_on_seaweedfs(
     seaweed_env: SeaweedS3, lock_bucket: str, tmp_path: Path, s3_prefix: str
 ) -> None:
-    run = Drengine(seaweed_env, tmp_path, f"s3://{lock_bucket}/{s3_prefix}")
+    run = Drengine(
+        seaweed_env, f"s3://{lock_bucket}/{s3_prefix}", tmp_path / "cache", tmp_path, PASSWORD
+    )
     src = tmp_path / "src"
     (src / "keep").mkdir(parents=True)
     (src / "keep" / "a.bin").write_bytes(os.urandom(2_000_000))
@@ -112,7 +116,7 @@ def test_object_lock_repository_on_seaweedfs(
 def test_init_refuses_a_bucket_without_object_lock(
     seaweed: SeaweedS3, tmp_path: Path, s3_prefix: str
 ) -> None:
-    run = Drengine(seaweed, tmp_path, f"s3://{BUCKET}/{s3_prefix}")
+    run = Drengine(seaweed, f"s3://{BUCKET}/{s3_prefix}", tmp_path / "cache", tmp_path, PASSWORD)
     proc = run("init", "--object-lock-mode", "GOVERNANCE", "--object-lock-days", "1", code=1)
     assert "does not have S3 Object Lock enabled" in proc.stderr
     listing = seaweed.client().list_objects_v2(Bucket=BUCKET, Prefix=s3_prefix + "/")
