@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 
 import blake3
 
-from drengine.core.errors import DrengineError, IntegrityError
+from drengine.core.errors import DrengineError, IntegrityError, RestoreError
 from drengine.core.model import Node, Snapshot
 from drengine.engine.blobstream import blob_stream
 from drengine.engine.progress import Progress
@@ -209,7 +209,13 @@ class Restorer:
         self.progress.files_total = len(plan.files)
         self.progress.bytes_total = sum(n.size for _, n in plan.files)
         self.progress.total_known = True
-        os.makedirs(self.target, exist_ok=True)
+        try:
+            os.makedirs(self.target, exist_ok=True)
+        except OSError as e:
+            raise RestoreError(
+                f"cannot use {os.fsdecode(self.target)} as the restore target: "
+                f"{e.strerror or e}"
+            ) from None
         created = {d for d, _ in plan.dirs if self.make_dir(d)}
         writable = created | {self.target}
         files = [(d, n) for d, n in plan.files if os.path.dirname(d) in writable]

@@ -326,3 +326,16 @@ def test_unreadable_path_named_on_one_line(repo: Repo, tmp_path: Path) -> None:
     assert len(str(missing)) > 160
     result = repo.run("backup", str(src), str(missing), check_code=3)
     assert any(str(missing) in line for line in result.err.splitlines()), result.describe()
+
+
+def test_restore_target_that_is_a_file_is_one_clear_error(repo: Repo, tmp_path: Path) -> None:
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "f").write_bytes(b"data")
+    repo.backup(str(src))
+    target = tmp_path / "target"
+    target.write_bytes(b"not a directory")
+    result = repo.run("restore", "latest", "--target", str(target), check_code=1)
+    line = assert_one_line_error(result)
+    assert "restore target" in line and str(target) in line
+    assert target.read_bytes() == b"not a directory"
