@@ -131,7 +131,8 @@ def main() -> None:
     except Exception as e:  # click's usage errors and anything unexpected
         if _is_click_exception(e):
             msg = e.format_message()  # type: ignore[attr-defined]
-            print(f"drengine: error: {msg} (see --help)", file=sys.stderr)
+            if msg:  # empty when click already printed the help (no arguments given)
+                print(f"drengine: error: {msg} (see --help)", file=sys.stderr)
             sys.exit(2)
         if STATE.debug:
             raise
