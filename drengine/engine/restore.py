@@ -145,9 +145,7 @@ class Restorer:
         for dest, node, entry in batch.items:
             rel = entry.offset - batch.start
             try:
-                data = self.repo.open_blob(
-                    node.content[0], entry, view[rel : rel + entry.length]
-                )
+                data = self.repo.open_blob(node.content[0], entry, view[rel : rel + entry.length])
             except DrengineError as e:
                 self.error(dest, str(e))
                 continue
@@ -177,10 +175,14 @@ class Restorer:
                     if not (node.sparse and _is_zero(data)):
                         os.pwrite(fd, data, offset)
 
-                blobs = [data] if data is not None else []
                 if data is not None:
                     write(0, data)
-                for blob in blobs or blob_stream(self.repo, node.content, fetch, write):
+                source = (
+                    [data]
+                    if data is not None
+                    else blob_stream(self.repo, node.content, fetch, write)
+                )
+                for blob in source:
                     hasher.update(blob)
                     pos += len(blob)
                     self.progress.add_bytes(len(blob))
@@ -213,8 +215,7 @@ class Restorer:
             os.makedirs(self.target, exist_ok=True)
         except OSError as e:
             raise RestoreError(
-                f"cannot use {os.fsdecode(self.target)} as the restore target: "
-                f"{e.strerror or e}"
+                f"cannot use {os.fsdecode(self.target)} as the restore target: {e.strerror or e}"
             ) from None
         created = {d for d, _ in plan.dirs if self.make_dir(d)}
         writable = created | {self.target}

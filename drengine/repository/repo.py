@@ -203,14 +203,6 @@ class Repository:
                 self.index.stage_pack_array(pack_id, records)
         self.index.build()
 
-    def read_index(self, oid: str) -> list[tuple[bytes, list[BlobRecord]]]:
-        from drengine.repository.pack import records_from_array
-
-        packs, _ = decode_index(
-            self._load_sealed(layout.INDEX, oid, _INDEX_AAD, "index"), f"index {oid}"
-        )
-        return [(pid, records_from_array(arr)) for pid, arr in packs]
-
     def save_index(
         self,
         packs: list[tuple[bytes, list[BlobRecord]]],
