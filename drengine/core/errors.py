@@ -12,6 +12,8 @@
     │   ├── ObjectNotFound              exit 1  an object that should be there is missing
     │   └── ObjectExists                exit 1  put-if-absent found the name taken
     ├── IntegrityError                  exit 1  an object failed authentication or its hash
+    ├── LockLost                        exit 1  our lock went stale or was removed meanwhile
+    ├── OutputClosed                    exit 141 the reader of stdout went away (``| head``)
     └── RestoreError                    exit 1  a restore could not complete (target problems)
 
 Callers catch ``DrengineError``; the CLI prints ``str(error)`` as one sentence.
@@ -66,6 +68,18 @@ class ObjectExists(StorageError):
 
 class IntegrityError(DrengineError):
     pass
+
+
+class LockLost(DrengineError):
+    """Our lock may have looked stale to others (a paused process) or was removed: what we
+    relied on it for (no prune meanwhile) is no longer proven."""
+
+
+class OutputClosed(DrengineError):
+    """Standard output's reader went away. Not an OSError on purpose: click turns an EPIPE
+    OSError into a silent exit 1; this one reaches the CLI, which stops quietly."""
+
+    exit_code = 141  # 128 + SIGPIPE, as a shell reports for `cat` in `cat f | head`
 
 
 class RestoreError(DrengineError):

@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import json
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 NODE_TYPES = ("file", "dir", "symlink", "fifo", "chardev", "blockdev", "socket")
@@ -46,6 +47,9 @@ class Node:
     content_hash: bytes | None = None
     subtree: bytes | None = None
     sparse: bool = False
+    damaged: str = ""  # set by ``repair snapshots``: what was lost from this entry
+    # Not stored: why this node, as read from a tree, cannot be trusted ("" if it can).
+    invalid: str = field(default="", compare=False)
 
     def to_dict(self) -> dict[str, Any]:
         d: dict[str, Any] = {
@@ -76,33 +80,132 @@ class Node:
             d["xattrs"] = [[_b64(k), _b64(v)] for k, v in self.xattrs]
         if self.subtree is not None:
             d["subtree"] = self.subtree.hex()
+        if self.damaged:
+            d["damaged"] = self.damaged
         return d
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Node:
-        ch = d.get("content_hash")
-        return cls(
-            name=_unb64(d["name"]),
-            type=d["type"],
-            mode=int(d["mode"]),
-            uid=int(d["uid"]),
-            gid=int(d["gid"]),
-            user=d.get("user", ""),
-            group=d.get("group", ""),
-            mtime_ns=int(d["mtime_ns"]),
-            ctime_ns=int(d.get("ctime_ns", 0)),
-            size=int(d.get("size", 0)),
-            inode=int(d.get("inode", 0)),
-            device=int(d.get("device", 0)),
-            links=int(d.get("links", 1)),
-            rdev=int(d.get("rdev", 0)),
-            target=_unb64(d["target"]) if "target" in d else None,
-            xattrs=[(_unb64(k), _unb64(v)) for k, v in d.get("xattrs", [])],
-            content=[bytes.fromhex(c) for c in d.get("content", [])],
-            content_hash=bytes.fromhex(ch) if ch else None,
-            subtree=bytes.fromhex(d["subtree"]) if d.get("subtree") else None,
-            sparse=bool(d.get("sparse", False)),
+        """A node from its JSON object. Fields that are missing, of the wrong type or out of
+        range do not raise: they take a default and are named in ``invalid``, so one bad
+        entry costs that entry only (restore skips it, check reports it)."""
+        return _NodeReader(d).node()
+
+
+# Bounds of what a file system can hold: anything beyond them is damage or a crafted tree
+# (a mode or uid of 2**40 once aborted a whole restore with OverflowError).
+_U32 = (1 << 32) - 1
+_U64 = (1 << 64) - 1
+_I64 = (-(1 << 63), (1 << 63) - 1)
+_ID_HEX = 64
+
+
+class _NodeReader:
+    """Reads one node's fields, collecting what is wrong instead of raising."""
+
+    def __init__(self, d: object) -> None:
+        self.d: dict[str, Any] = d if isinstance(d, dict) else {}
+        self.problems: list[str] = [] if isinstance(d, dict) else ["not a JSON object"]
+
+    def bad(self, key: str, why: str) -> None:
+        self.problems.append(f"{key} {why}")
+
+    def integer(self, key: str, lo: int, hi: int, default: int = 0, required: bool = False) -> int:
+        if key not in self.d:
+            if required:
+                self.bad(key, "is missing")
+            return default
+        v = self.d[key]
+        if not isinstance(v, int) or isinstance(v, bool):
+            self.bad(key, f"is not an integer ({type(v).__name__})")
+            return default
+        if not lo <= v <= hi:
+            self.bad(key, f"{v} is out of range")
+            return default
+        return v
+
+    def text(self, key: str) -> str:
+        v = self.d.get(key, "")
+        if not isinstance(v, str):
+            self.bad(key, "is not a string")
+            return ""
+        return v
+
+    def raw(self, key: str, required: bool = False) -> bytes | None:
+        if key not in self.d:
+            if required:
+                self.bad(key, "is missing")
+            return None
+        v = self.d[key]
+        try:
+            if not isinstance(v, str):
+                raise TypeError
+            return _unb64(v)
+        except (TypeError, ValueError):
+            self.bad(key, "is not base64")
+            return None
+
+    def blob_id(self, v: object, key: str) -> bytes | None:
+        try:
+            if not isinstance(v, str) or len(v) != _ID_HEX:
+                raise ValueError
+            return bytes.fromhex(v)
+        except ValueError:
+            self.bad(key, "is not a blob ID")
+            return None
+
+    def node(self) -> Node:
+        name = self.raw("name", required=True)
+        kind = self.d.get("type")
+        if kind not in NODE_TYPES:
+            self.bad("type", f"{kind!r} is unknown")
+            kind = "file"
+        node = Node(
+            name=name if name is not None else b"",
+            type=kind,
+            mode=self.integer("mode", 0, 0o7777, required=True),
+            uid=self.integer("uid", 0, _U32, required=True),
+            gid=self.integer("gid", 0, _U32, required=True),
+            user=self.text("user"),
+            group=self.text("group"),
+            mtime_ns=self.integer("mtime_ns", *_I64, required=True),
+            ctime_ns=self.integer("ctime_ns", *_I64),
+            size=self.integer("size", 0, _I64[1]),
+            inode=self.integer("inode", 0, _U64),
+            device=self.integer("device", 0, _U64),
+            links=self.integer("links", 0, _U64, default=1),
+            rdev=self.integer("rdev", 0, _U64),
+            target=self.raw("target"),
+            sparse=self.d.get("sparse", False) is True,
+            damaged=self.text("damaged"),
         )
+        xattrs = self.d.get("xattrs", [])
+        if isinstance(xattrs, list) and all(isinstance(x, list) and len(x) == 2 for x in xattrs):
+            try:
+                node.xattrs = [(_unb64(k), _unb64(v)) for k, v in xattrs]
+            except (TypeError, ValueError, AttributeError):
+                self.bad("xattrs", "are not base64 pairs")
+        else:
+            self.bad("xattrs", "are not a list of pairs")
+        content = self.d.get("content", [])
+        if isinstance(content, list):
+            ids = [self.blob_id(c, "content") for c in content]
+            node.content = [i for i in ids if i is not None]
+        else:
+            self.bad("content", "is not a list")
+        ch = self.d.get("content_hash")
+        if ch is not None:
+            node.content_hash = self.blob_id(ch, "content_hash")
+        if self.d.get("subtree"):
+            node.subtree = self.blob_id(self.d["subtree"], "subtree")
+        if node.type == "file" and node.content_hash is None:
+            self.bad("content_hash", "is missing")
+        if node.type == "dir" and node.subtree is None:
+            self.bad("subtree", "is missing")
+        if node.type == "symlink" and node.target is None:
+            self.bad("target", "is missing")
+        node.invalid = "; ".join(self.problems)
+        return node
 
 
 def encode_tree(nodes: list[Node]) -> bytes:
@@ -112,7 +215,12 @@ def encode_tree(nodes: list[Node]) -> bytes:
 
 
 def decode_tree(data: bytes) -> list[Node]:
-    return [Node.from_dict(d) for d in json.loads(data)["nodes"]]
+    """The nodes of a tree blob. ``ValueError`` if it is not a tree at all; a node whose
+    fields are wrong comes back with ``invalid`` saying why (see ``Node.from_dict``)."""
+    doc = json.loads(data)
+    if not isinstance(doc, dict) or not isinstance(doc.get("nodes"), list):
+        raise ValueError("not a tree object")
+    return [Node.from_dict(d) for d in doc["nodes"]]
 
 
 @dataclass
@@ -147,20 +255,56 @@ class Snapshot:
         }
         return json.dumps(doc, sort_keys=True).encode()
 
+    def sort_time(self) -> datetime:
+        """The instant of ``time`` (checked when the snapshot was read)."""
+        t = datetime.fromisoformat(self.time)
+        return t if t.tzinfo else t.replace(tzinfo=UTC)
+
     @classmethod
     def from_bytes(cls, data: bytes, snapshot_id: str) -> Snapshot:
+        """Parse and type-check a snapshot document; ``ValueError`` if it is not one."""
         d = json.loads(data)
-        return cls(
-            time=d["time"],
-            host=d["host"],
-            username=d.get("username", ""),
-            paths=list(d["paths"]),
-            tags=list(d.get("tags", [])),
-            tree=bytes.fromhex(d["tree"]),
-            program_version=d.get("program_version", ""),
-            source=d.get("source", {}).get("kind", "files"),
-            parent=d.get("parent"),
-            original=d.get("original"),
-            summary=d.get("summary", {}),
+        if not isinstance(d, dict):
+            raise ValueError("not a JSON object")
+        source = d.get("source", {})
+        snap = cls(
+            time=_typed(d, "time", str),
+            host=_typed(d, "host", str),
+            username=_typed(d, "username", str, ""),
+            paths=_strings(d, "paths"),
+            tags=_strings(d, "tags", required=False),
+            tree=bytes.fromhex(_typed(d, "tree", str)),
+            program_version=_typed(d, "program_version", str, ""),
+            source=_typed(source, "kind", str, "files") if isinstance(source, dict) else "",
+            parent=_typed(d, "parent", (str, type(None)), None),
+            original=_typed(d, "original", (str, type(None)), None),
+            summary=_typed(d, "summary", dict, {}),
             id=snapshot_id,
         )
+        if len(snap.tree) != 32:
+            raise ValueError("tree is not a blob ID")
+        snap.sort_time()  # a time that does not parse would break every listing's order
+        return snap
+
+
+_MISSING = object()
+
+
+def _typed(
+    d: dict[str, Any], key: str, kind: type | tuple[type, ...], default: Any = _MISSING
+) -> Any:
+    v = d.get(key, default)
+    if v is _MISSING:
+        raise ValueError(f"{key} is missing")
+    if not isinstance(v, kind):
+        raise ValueError(f"{key} has the wrong type")
+    return v
+
+
+def _strings(d: dict[str, Any], key: str, required: bool = True) -> list[str]:
+    v = d.get(key, _MISSING if required else [])
+    if v is _MISSING:
+        raise ValueError(f"{key} is missing")
+    if not isinstance(v, list) or not all(isinstance(x, str) for x in v):
+        raise ValueError(f"{key} is not a list of strings")
+    return list(v)

@@ -15,6 +15,10 @@ from drengine.core.errors import IntegrityError
 
 RAW = 0
 ZSTD = 1
+# Format limits (repository-format §11), checked before anything is allocated: a data blob
+# is one chunk (chunker_max is at most 16 MiB); a tree blob is one directory.
+MAX_DATA_BLOB = 16 << 20
+MAX_TREE_BLOB = 1 << 30
 _local = threading.local()
 
 
@@ -43,15 +47,30 @@ def encode(data: bytes | memoryview, level: int) -> bytes:
     return b"\x00" + bytes(data)
 
 
-def decode(payload: bytes, raw_length: int, what: str) -> bytes:
+def max_raw_length(is_tree: bool) -> int:
+    return MAX_TREE_BLOB if is_tree else MAX_DATA_BLOB
+
+
+def decode(payload: bytes, raw_length: int, what: str, is_tree: bool = False) -> bytes:
+    """The plaintext of a blob payload that must be ``raw_length`` bytes long."""
     if not payload:
         raise IntegrityError(f"{what} is empty")
+    limit = max_raw_length(is_tree)
+    if not 0 <= raw_length <= limit:
+        raise IntegrityError(f"{what} claims {raw_length} bytes; its type allows at most {limit}")
     kind = payload[0]
     body = memoryview(payload)[1:]
     if kind == RAW:
         out = bytes(body)
     elif kind == ZSTD:
         try:
+            # The frame's declared size must be the index's: zstd would allocate whatever the
+            # header claims before decoding a byte.
+            declared = zstandard.frame_content_size(body)
+            if declared not in (-1, raw_length):
+                raise IntegrityError(
+                    f"{what} declares {declared} bytes, the index says {raw_length}"
+                )
             out = _decompressor().decompress(body, max_output_size=raw_length)
         except zstandard.ZstdError as e:
             raise IntegrityError(f"{what} does not decompress: {e}") from None

@@ -38,6 +38,11 @@ _ROW_DTYPE = np.dtype(
     ]
 )
 _MERGE_AT = 1 << 16
+# Format limit (repository-format §11): an index object's plaintext is at most this large.
+# Checked while decompressing, so a small crafted object cannot inflate to gigabytes.
+MAX_INDEX_PLAINTEXT = 256 << 20
+# Writers start a new index object after this many blobs (about 4.5 MB of plaintext).
+BLOBS_PER_INDEX = 100_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,6 +69,9 @@ class Index:
         self._rows = np.zeros(0, dtype=_ROW_DTYPE)
         self._overlay: dict[bytes, tuple[int, int, int, int, int]] = {}
         self._staged: list[np.ndarray] = []
+        # Packs found missing from storage: their entries are skipped, so a look-up finds
+        # another copy of the blob if there is one, and a backup stores the blob again.
+        self._missing: set[int] = set()
 
     def _pack_number(self, pack_id: bytes) -> int:
         no = self._pack_no.get(pack_id)
@@ -109,19 +117,36 @@ class Index:
         self._overlay.clear()
         self._staged.clear()
 
-    def lookup(self, blob_id: bytes) -> IndexEntry | None:
+    def mark_missing(self, pack_id: bytes) -> bool:
+        """Skip this pack's entries from now on; False if it was not indexed or already
+        skipped."""
+        with self._lock:
+            no = self._pack_no.get(pack_id)
+            if no is None or no in self._missing:
+                return False
+            self._missing.add(no)
+            return True
+
+    def lookup(self, blob_id: bytes, skip: frozenset[bytes] = frozenset()) -> IndexEntry | None:
+        """The entry of a blob in a pack not marked missing and not in ``skip``."""
         with self._lock:
             hit = self._overlay.get(blob_id)
             if hit is not None:
                 no, t, off, ln, raw = hit
-                return IndexEntry(self._pack_ids[no], BlobType(t), off, ln, raw)
+                if no not in self._missing and self._pack_ids[no] not in skip:
+                    return IndexEntry(self._pack_ids[no], BlobType(t), off, ln, raw)
             key = _key(blob_id)
             i = int(np.searchsorted(self._keys, np.uint64(key)))
             while i < len(self._keys) and int(self._keys[i]) == key:
                 row = self._rows[i]
-                if bytes(row["id"]) == blob_id:
+                no = int(row["pack"])
+                if (
+                    bytes(row["id"]) == blob_id
+                    and no not in self._missing
+                    and self._pack_ids[no] not in skip
+                ):
                     return IndexEntry(
-                        self._pack_ids[int(row["pack"])],
+                        self._pack_ids[no],
                         BlobType(int(row["type"])),
                         int(row["offset"]),
                         int(row["length"]),
@@ -141,15 +166,33 @@ class Index:
         with self._lock:
             self._merge_locked()
             used = np.unique(self._rows["pack"])
-            return {self._pack_ids[int(n)] for n in used}
+            return {self._pack_ids[int(n)] for n in used if int(n) not in self._missing}
 
     def entries(self) -> Iterator[tuple[bytes, IndexEntry]]:
-        """Every (blob ID, entry); for check and prune, not for hot paths."""
+        """Every (blob ID, entry) outside missing packs; for check and prune, not hot paths."""
         with self._lock:
             self._merge_locked()
-            rows, pack_ids = self._rows, list(self._pack_ids)
+            rows, pack_ids, missing = self._rows, list(self._pack_ids), set(self._missing)
         for bid, no, t, off, ln, raw in rows.tolist():
-            yield bytes(bid), IndexEntry(pack_ids[no], BlobType(t), off, ln, raw)
+            if no not in missing:
+                yield bytes(bid), IndexEntry(pack_ids[no], BlobType(t), off, ln, raw)
+
+
+def index_batches(
+    packs: list[tuple[bytes, list[BlobRecord]]],
+) -> Iterator[list[tuple[bytes, list[BlobRecord]]]]:
+    """Split packs into groups of at most ``BLOBS_PER_INDEX`` blobs (a pack holds at most
+    that many), one index object each, so none outgrows the format's limit."""
+    part: list[tuple[bytes, list[BlobRecord]]] = []
+    count = 0
+    for pack in packs:
+        if part and count + len(pack[1]) > BLOBS_PER_INDEX:
+            yield part
+            part, count = [], 0
+        part.append(pack)
+        count += len(pack[1])
+    if part:
+        yield part
 
 
 def encode_index(
@@ -162,13 +205,25 @@ def encode_index(
     return zstandard.ZstdCompressor(level=3).compress(b"".join(out))
 
 
-def decode_index(data: bytes, what: str) -> tuple[list[tuple[bytes, np.ndarray]], list[bytes]]:
-    """(list of (pack ID, RECORD_DTYPE array)), superseded index IDs)."""
+def _decompress_bounded(data: bytes, what: str) -> bytes:
+    """One zstd frame, refused before allocating when it would exceed ``MAX_INDEX_PLAINTEXT``.
+    A frame with its content size in the header is checked against the limit first (and zstd
+    checks the size it declares); one without is decoded with the limit as the bound."""
     try:
-        # A streaming decode: frames without a content size in their header are valid too.
-        plain = zstandard.ZstdDecompressor().decompressobj().decompress(data)
+        declared = zstandard.frame_content_size(data)
+        if declared > MAX_INDEX_PLAINTEXT:
+            raise IntegrityError(f"{what} declares {declared} bytes, more than an index may hold")
+        dctx = zstandard.ZstdDecompressor()
+        if declared >= 0:
+            return dctx.decompress(data)
+        return dctx.decompress(data, max_output_size=MAX_INDEX_PLAINTEXT)
     except zstandard.ZstdError as e:
         raise IntegrityError(f"{what} does not decompress: {e}") from None
+
+
+def decode_index(data: bytes, what: str) -> tuple[list[tuple[bytes, np.ndarray]], list[bytes]]:
+    """(list of (pack ID, RECORD_DTYPE array)), superseded index IDs)."""
+    plain = _decompress_bounded(data, what)
     try:
         if not plain.startswith(INDEX_MAGIC):
             raise ValueError("bad magic")

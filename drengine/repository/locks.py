@@ -24,7 +24,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from drengine.core.errors import DrengineError, ObjectNotFound, RepositoryLocked
+from drengine.core.errors import DrengineError, LockLost, ObjectNotFound, RepositoryLocked
 from drengine.crypto.aead import seal, unseal
 from drengine.repository import layout
 from drengine.repository.repo import Repository
@@ -80,13 +80,17 @@ class Locks:
         self.clock = clock
         self.host = socket.gethostname()
 
-    def _write(self, info: dict[str, object]) -> str:
+    def _write(self, info: dict[str, object]) -> tuple[str, bytes]:
         data = seal(self.repo.keys.encryption, json.dumps(info).encode(), _LOCK_AAD)
         oid = layout.object_id(data)
         self.repo.backend.put_if_absent(layout.LOCKS + oid, data)
-        return oid
+        return oid, data
 
     def create(self, exclusive: bool, operation: str) -> str:
+        return self.create_object(exclusive, operation)[0]
+
+    def create_object(self, exclusive: bool, operation: str) -> tuple[str, bytes]:
+        """A new lock object: (its ID, its stored bytes)."""
         return self._write(
             {
                 "host": self.host,
@@ -101,6 +105,13 @@ class Locks:
 
     def delete(self, oid: str) -> None:
         self.repo.backend.delete(layout.LOCKS + oid)
+
+    def read(self, oid: str) -> bytes | None:
+        """The stored bytes of a lock object, or None if it is gone."""
+        try:
+            return self.repo.backend.get(layout.LOCKS + oid)
+        except ObjectNotFound:
+            return None
 
     def list(self) -> list[LockInfo]:
         out = []
@@ -138,11 +149,24 @@ class Locks:
 
 
 class HeldLock:
-    """A lock we hold, refreshed in the background until released."""
+    """A lock we hold, refreshed in the background until released.
 
-    def __init__(self, locks: Locks, oid: str, exclusive: bool, operation: str) -> None:
+    Others judge a lock stale by the time written in it, so a holder that was paused (SIGSTOP,
+    a suspended VM) past ``STALE_AFTER - REFRESH_EVERY`` must assume a prune went ahead
+    meanwhile: the lock is then *lost*. It is never refreshed back to life, and every later
+    ``check_valid`` or ``prove`` fails with ``LockLost``. So is a lock whose object was
+    removed (``unlock --remove-all``) or replaced.
+    """
+
+    def __init__(
+        self, locks: Locks, oid: str, data: bytes, exclusive: bool, operation: str
+    ) -> None:
         self.locks, self.oid, self.exclusive, self.operation = locks, oid, exclusive, operation
+        self._data = data
         self.refreshed = locks.clock()
+        self._refreshed_mono = time.monotonic()
+        self.lost = ""
+        self._mutex = threading.Lock()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._refresh_loop, name="lock-refresh", daemon=True)
         self._thread.start()
@@ -151,22 +175,55 @@ class HeldLock:
         while not self._stop.wait(REFRESH_EVERY.total_seconds()):
             try:
                 self.refresh()
+            except LockLost as e:
+                log.warning("%s", e)
+                return
             except DrengineError as e:
                 log.warning("could not refresh lock %s: %s", self.oid[:8], e)
 
-    def refresh(self) -> None:
-        new = self.locks.create(self.exclusive, self.operation)
-        old, self.oid = self.oid, new
-        self.refreshed = self.locks.clock()
-        self.locks.delete(old)
+    def _age(self) -> timedelta:
+        # Wall time is what others compare with; monotonic time also counts a pause of ours
+        # while the wall clock was stepped back.
+        wall = self.locks.clock() - self.refreshed
+        mono = timedelta(seconds=time.monotonic() - self._refreshed_mono)
+        return max(wall, mono)
+
+    def _lose(self, why: str) -> None:
+        if not self.lost:
+            self.lost = f"lock {self.oid[:8]} of this {self.operation} was lost: {why}"
+        raise LockLost(self.lost)
 
     def check_valid(self) -> None:
-        """Raise unless the lock is certainly still ours: before any destructive step."""
-        if self.locks.clock() - self.refreshed > STALE_AFTER - REFRESH_EVERY:
-            raise RepositoryLocked(
-                f"lock {self.oid[:8]} could not be refreshed in time; others may consider it "
-                "stale, so nothing more is deleted"
+        """Raise ``LockLost`` unless the lock is certainly still ours by time: before any
+        destructive step. Costs no storage request (see ``prove``)."""
+        if self.lost:
+            raise LockLost(self.lost)
+        age = self._age()
+        if age > STALE_AFTER - REFRESH_EVERY:
+            minutes = age.total_seconds() / 60
+            self._lose(
+                f"not refreshed for {minutes:.0f} minutes (was the process paused?), so "
+                "others may have treated it as stale"
             )
+
+    def prove(self) -> None:
+        """``check_valid``, and the lock object is still in storage, unchanged: before a
+        backup writes its snapshot, and before prune or forget delete."""
+        with self._mutex:
+            self.check_valid()
+            if self.locks.read(self.oid) != self._data:
+                self._lose("its object was removed from the repository (drengine unlock?)")
+
+    def refresh(self) -> None:
+        with self._mutex:
+            self.check_valid()
+            if self.locks.read(self.oid) != self._data:
+                self._lose("its object was removed from the repository (drengine unlock?)")
+            new, data = self.locks.create_object(self.exclusive, self.operation)
+            old, self.oid, self._data = self.oid, new, data
+            self.refreshed = self.locks.clock()
+            self._refreshed_mono = time.monotonic()
+            self.locks.delete(old)
 
     def release(self) -> None:
         self._stop.set()
@@ -203,7 +260,7 @@ def acquire(
 
 def _try_acquire(repo: Repository, exclusive: bool, operation: str, clock: Clock) -> HeldLock:
     locks = Locks(repo, clock)
-    oid = locks.create(exclusive, operation)
+    oid, data = locks.create_object(exclusive, operation)
     try:
         for other in locks.list():
             if other.id == oid or not (exclusive or other.exclusive):
@@ -215,7 +272,7 @@ def _try_acquire(repo: Repository, exclusive: bool, operation: str, clock: Clock
     except BaseException:
         locks.delete(oid)
         raise
-    return HeldLock(locks, oid, exclusive, operation)
+    return HeldLock(locks, oid, data, exclusive, operation)
 
 
 @contextmanager

@@ -101,16 +101,31 @@ def decrypt_blob(
 
 def parse_trailer(encryption_key: bytes, pack: bytes, what: str) -> tuple[bytes, list[BlobRecord]]:
     """(salt, records) from a whole pack; ``IntegrityError`` if anything does not add up."""
-    if len(pack) < HEADER_SIZE + TAG_SIZE + _FOOTER.size or not pack.startswith(PACK_MAGIC):
+    return parse_trailer_parts(encryption_key, pack[:HEADER_SIZE], pack, len(pack), what)
+
+
+def trailer_length(tail: bytes | memoryview) -> int:
+    """The trailer ciphertext's length, from the pack's last bytes (at least 4)."""
+    return int(_FOOTER.unpack_from(tail, len(tail) - _FOOTER.size)[0])
+
+
+def parse_trailer_parts(
+    encryption_key: bytes, head: bytes, tail: bytes | memoryview, size: int, what: str
+) -> tuple[bytes, list[BlobRecord]]:
+    """(salt, records) from a pack's first ``HEADER_SIZE`` bytes and its last bytes (which
+    must hold the trailer and its length), without reading the rest: ``repair index``
+    rebuilds the index from trailers alone."""
+    if size < HEADER_SIZE + TAG_SIZE + _FOOTER.size or not head.startswith(PACK_MAGIC):
         raise IntegrityError(f"{what} is truncated or not a drengine pack")
-    salt = pack[len(PACK_MAGIC) : HEADER_SIZE]
-    (tlen,) = _FOOTER.unpack_from(pack, len(pack) - _FOOTER.size)
-    start = len(pack) - _FOOTER.size - tlen
-    if tlen < TAG_SIZE + 4 or start < HEADER_SIZE:
+    salt = head[len(PACK_MAGIC) : HEADER_SIZE]
+    tlen = trailer_length(tail)
+    start = size - _FOOTER.size - tlen
+    if tlen < TAG_SIZE + 4 or start < HEADER_SIZE or tlen + _FOOTER.size > len(tail):
         raise IntegrityError(f"{what} has an impossible trailer length")
     cipher = ObjectCipher(encryption_key, salt)
+    end = len(tail) - _FOOTER.size
     plain = cipher.decrypt(
-        DOMAIN_TRAILER, 0, memoryview(pack)[start : start + tlen], _TRAILER_AAD, f"{what} trailer"
+        DOMAIN_TRAILER, 0, memoryview(tail)[end - tlen : end], _TRAILER_AAD, f"{what} trailer"
     )
     (count,) = _FOOTER.unpack_from(plain, 0)
     if len(plain) != 4 + count * RECORD_DTYPE.itemsize:

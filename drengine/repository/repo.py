@@ -5,13 +5,15 @@ from __future__ import annotations
 import logging
 import os
 import threading
-from collections.abc import Iterator
+from collections.abc import Collection
 from datetime import UTC, datetime
+from typing import cast
 
 import blake3
 
 from drengine.core.cache_dir import repo_cache_dir
 from drengine.core.errors import (
+    DrengineError,
     IntegrityError,
     ObjectNotFound,
     RepositoryExists,
@@ -40,7 +42,15 @@ from drengine.repository.config import (
 )
 from drengine.repository.index import Index, IndexEntry, decode_index, encode_index
 from drengine.repository.layout import BlobType
-from drengine.repository.pack import HEADER_SIZE, PACK_MAGIC, BlobRecord, decrypt_blob
+from drengine.repository.listing import Strays, list_objects, list_packs
+from drengine.repository.pack import (
+    HEADER_SIZE,
+    PACK_MAGIC,
+    BlobRecord,
+    decrypt_blob,
+    parse_trailer_parts,
+    trailer_length,
+)
 from drengine.storage.base import Backend
 from drengine.storage.cache import CachingBackend
 
@@ -49,6 +59,12 @@ log = logging.getLogger(__name__)
 TREE_KEY_CONTEXT = b"drengine v1 tree blob id"
 _INDEX_AAD = b"drengine index"
 _SNAPSHOT_AAD = b"drengine snapshot"
+# Format limit (§11) on a sealed index or snapshot object: a larger one is damage, refused
+# before it is read into memory.
+MAX_SEALED_OBJECT = 256 << 20
+# Read this much of a pack's end to find its trailer in one request (16 blobs need 740 bytes).
+_TRAILER_PROBE = 64 << 10
+_TRAILER_MIN = 16 + 4 + 4  # tag, count, length
 
 
 class Repository:
@@ -61,6 +77,11 @@ class Repository:
         self.index = Index()
         self._salts: dict[bytes, bytes] = {}
         self._salt_lock = threading.Lock()
+        self.strays = Strays()  # names in storage that are not objects of the format
+        # Objects that exist but cannot be read (damaged, garbage): name -> why. Each is
+        # reported once; commands go on with the rest, check reports them as errors.
+        self.damaged: dict[str, str] = {}
+        self._report_lock = threading.Lock()
         self._tree_key = blake3.blake3(TREE_KEY_CONTEXT, key=keys.chunk_id).digest()
 
     @property
@@ -161,6 +182,15 @@ class Repository:
             out.append((info.name[len(layout.KEYS) :], meta))
         return sorted(out, key=lambda kv: str(kv[1].get("created", "")))
 
+    def replace_key(self, password: bytes, kdf: KdfParams | None = None) -> tuple[str, str]:
+        """Change the password: a key file for the new one first, then the one in use goes.
+        Returns (new ID, old ID)."""
+        new = self.add_key(password, kdf)
+        old = self.key_name[len(layout.KEYS) :]
+        self.backend.delete(self.key_name)
+        self.key_name = layout.KEYS + new
+        return new, old
+
     def remove_key(self, oid: str) -> None:
         """Remove a key file; never the one in use, so a repository cannot lock itself out."""
         if layout.KEYS + oid == self.key_name:
@@ -184,24 +214,56 @@ class Repository:
             raise IntegrityError(f"{what} {oid} does not match its name (damaged in storage)")
         return unseal(self.keys.encryption, data, aad, f"{what} {oid}")
 
+    # ---- reporting ------------------------------------------------------------------------
+
+    def report_damaged(self, name: str, why: str) -> None:
+        """Record an object that cannot be read; warn once per name."""
+        with self._report_lock:
+            first = name not in self.damaged
+            self.damaged[name] = why
+        if first:
+            log.warning("skipping %s: %s", name, why)
+
     # ---- index ----------------------------------------------------------------------------
 
     def index_ids(self) -> list[str]:
-        return [o.name[len(layout.INDEX) :] for o in self.backend.list(layout.INDEX)]
+        return list(self.index_sizes())
 
-    def load_index(self) -> None:
-        """Read every index object into memory; superseded ones are skipped."""
+    def index_sizes(self) -> dict[str, int]:
+        """Index object ID -> stored size."""
+        return {o.oid: o.size for o in list_objects(self.backend, layout.INDEX, self.strays)}
+
+    def load_index(self, present: Collection[bytes] | None = None) -> None:
+        """Read every index object into a fresh in-memory index: a second call replaces the
+        first, it never adds to it. Superseded objects are skipped; damaged ones are
+        reported and skipped (``repair index`` rebuilds the index from the packs). With
+        ``present`` (the packs in storage), entries of any other pack are left out, so a
+        backup stores their blobs again instead of deduplicating against lost data."""
         loaded = {}
-        for oid in self.index_ids():
-            plain = self._load_sealed(layout.INDEX, oid, _INDEX_AAD, "index")
-            loaded[oid] = decode_index(plain, f"index {oid}")
+        for item in list_objects(self.backend, layout.INDEX, self.strays):
+            name = layout.INDEX + item.oid
+            try:
+                if item.size > MAX_SEALED_OBJECT:
+                    raise IntegrityError(f"index {item.oid} is {item.size} bytes, over the limit")
+                plain = self._load_sealed(layout.INDEX, item.oid, _INDEX_AAD, "index")
+                loaded[item.oid] = decode_index(plain, f"index {item.oid}")
+            except ObjectNotFound:
+                continue  # removed since the listing (a prune before our lock)
+            except IntegrityError as e:
+                self.report_damaged(name, str(e))
         superseded = {s.hex() for packs, sup in loaded.values() for s in sup}
+        index = Index()
         for oid, (packs, _) in loaded.items():
             if oid in superseded:
                 continue
             for pack_id, records in packs:
-                self.index.stage_pack_array(pack_id, records)
-        self.index.build()
+                if present is None or pack_id in present:
+                    index.stage_pack_array(pack_id, records)
+        index.build()
+        self.index = index
+
+    def damaged_index_objects(self) -> list[str]:
+        return sorted(n for n in self.damaged if n.startswith(layout.INDEX))
 
     def save_index(
         self,
@@ -209,6 +271,9 @@ class Repository:
         supersedes: list[bytes] | None = None,
     ) -> str:
         return self._save_sealed(layout.INDEX, encode_index(packs, supersedes), _INDEX_AAD)
+
+    def delete_index(self, oid: str) -> None:
+        self.backend.delete(layout.INDEX + oid)
 
     # ---- packs and blobs ------------------------------------------------------------------
 
@@ -222,6 +287,52 @@ class Repository:
         pack_id = layout.object_id(data)
         self.backend.put(layout.pack_name(pack_id), data)
         return bytes.fromhex(pack_id)
+
+    def list_packs(self) -> dict[bytes, int]:
+        """Pack ID -> stored size of every pack in its place; strays are reported."""
+        return list_packs(self.backend, self.strays)
+
+    def relocate_pack(self, pack_id: bytes, name: str) -> int:
+        """Move a pack found under a wrong name into its place (verified against its ID);
+        returns its size. The misplaced copy is removed once the pack is in place."""
+        data = self.backend.get(name)
+        if layout.object_id(data) != pack_id.hex():
+            raise IntegrityError("it does not match its name (damaged)")
+        self.backend.put(layout.pack_name(pack_id.hex()), data)
+        self.backend.delete(name)
+        self.strays.misplaced.pop(pack_id, None)
+        return len(data)
+
+    def delete_pack(self, pack_id: bytes) -> None:
+        self.backend.delete(layout.pack_name(pack_id.hex()))
+
+    def read_pack_trailer(self, pack_id: bytes, size: int) -> list[BlobRecord]:
+        """The blob list a pack carries (its trailer), from two or three ranged reads."""
+        what = f"pack {pack_id.hex()}"
+        if size < HEADER_SIZE + _TRAILER_MIN:
+            raise IntegrityError(f"{what} is truncated ({size} bytes)")
+        head = self.read_pack(pack_id, 0, HEADER_SIZE)
+        tail_len = min(size, _TRAILER_PROBE)
+        tail = self.read_pack(pack_id, size - tail_len, tail_len)
+        need = trailer_length(tail) + 4
+        if tail_len < need <= size - HEADER_SIZE:
+            tail = self.read_pack(pack_id, size - need, need)
+        salt, records = parse_trailer_parts(self.keys.encryption, head, tail, size, what)
+        with self._salt_lock:
+            self._salts[pack_id] = salt
+        return records
+
+    def retained_until(self, name: str) -> datetime | None:
+        """The end of an object's S3 Object Lock retention; None where there is none."""
+        ask = getattr(self.backend, "retained_until", None)
+        return None if ask is None else cast("datetime | None", ask(name))
+
+    def pack_missing(self, pack_id: bytes) -> None:
+        """A read found the pack gone: use other copies of its blobs from now on."""
+        if self.index.mark_missing(pack_id):
+            self.report_damaged(
+                layout.pack_name(pack_id.hex()), "the pack is missing from storage"
+            )
 
     def pack_salt(self, pack_id: bytes) -> bytes:
         with self._salt_lock:
@@ -253,7 +364,7 @@ class Repository:
         payload = decrypt_blob(
             self.keys.encryption, self.pack_salt(entry.pack_id), rec, ciphertext, what
         )
-        data = blobcodec.decode(payload, entry.raw_length, what)
+        data = blobcodec.decode(payload, entry.raw_length, what, entry.type == BlobType.TREE)
         if self.blob_id(data, entry.type) != blob_id:
             raise IntegrityError(f"{what} does not match its ID")
         return data
@@ -265,18 +376,32 @@ class Repository:
         return entry
 
     def read_blob(self, blob_id: bytes) -> bytes:
-        entry = self.lookup(blob_id)
-        return self.open_blob(
-            blob_id, entry, self.read_pack(entry.pack_id, entry.offset, entry.length)
-        )
+        """The verified plaintext of a blob. A copy in a missing or damaged pack is passed
+        over for another copy (two hosts may have stored it); the first failure is raised
+        when no copy reads."""
+        tried: set[bytes] = set()
+        failures: list[DrengineError] = []
+        while True:
+            entry = self.index.lookup(blob_id, skip=frozenset(tried))
+            if entry is None:
+                if failures:
+                    raise failures[0]
+                raise IntegrityError(f"blob {blob_id.hex()} is not in the index")
+            try:
+                data = self.read_pack(entry.pack_id, entry.offset, entry.length)
+                return self.open_blob(blob_id, entry, data)
+            except ObjectNotFound as e:
+                self.pack_missing(entry.pack_id)
+                failures.append(e)
+            except (IntegrityError, StorageError) as e:
+                tried.add(entry.pack_id)
+                failures.append(e)
 
     def load_tree(self, tree_id: bytes) -> list[Node]:
         entry = self.lookup(tree_id)
         if entry.type != BlobType.TREE:
             raise IntegrityError(f"blob {tree_id.hex()} is not a tree")
-        data = self.open_blob(
-            tree_id, entry, self.read_pack(entry.pack_id, entry.offset, entry.length)
-        )
+        data = self.read_blob(tree_id)
         try:
             return decode_tree(data)
         except (ValueError, KeyError, TypeError) as e:
@@ -289,21 +414,37 @@ class Repository:
         return snap.id
 
     def snapshot_ids(self) -> list[str]:
-        return [o.name[len(layout.SNAPSHOTS) :] for o in self.backend.list(layout.SNAPSHOTS)]
+        return [o.oid for o in list_objects(self.backend, layout.SNAPSHOTS, self.strays)]
 
     def load_snapshot(self, oid: str) -> Snapshot:
         plain = self._load_sealed(layout.SNAPSHOTS, oid, _SNAPSHOT_AAD, "snapshot")
         try:
             return Snapshot.from_bytes(plain, oid)
-        except (ValueError, KeyError, TypeError) as e:
+        except (ValueError, KeyError, TypeError, AttributeError) as e:
             raise IntegrityError(f"snapshot {oid} is malformed: {e}") from None
 
     def snapshots(self) -> list[Snapshot]:
-        snaps = [self.load_snapshot(oid) for oid in self.snapshot_ids()]
-        return sorted(snaps, key=lambda s: (datetime.fromisoformat(s.time), s.id))
+        """Every readable snapshot, oldest first. A damaged one is reported once and left
+        out, so one bad object never stops backup, forget or ``restore latest``."""
+        snaps = []
+        for item in list_objects(self.backend, layout.SNAPSHOTS, self.strays):
+            try:
+                if item.size > MAX_SEALED_OBJECT:
+                    raise IntegrityError(
+                        f"snapshot {item.oid} is {item.size} bytes, over the limit"
+                    )
+                snaps.append(self.load_snapshot(item.oid))
+            except ObjectNotFound:
+                continue  # forgotten since the listing
+            except IntegrityError as e:
+                self.report_damaged(layout.SNAPSHOTS + item.oid, str(e))
+        return sorted(snaps, key=lambda s: (s.sort_time(), s.id))
+
+    def delete_snapshot(self, oid: str) -> None:
+        self.backend.delete(layout.SNAPSHOTS + oid)
 
     def find_snapshot(self, ref: str) -> Snapshot:
-        """An ID, a unique prefix of one, or ``latest``."""
+        """An ID, a unique prefix of one, or ``latest`` (the newest readable snapshot)."""
         if ref == "latest":
             snaps = self.snapshots()
             if not snaps:
@@ -319,14 +460,6 @@ class Repository:
         if len(matches) > 1:
             raise SnapshotNotFound(f"snapshot prefix {ref} is ambiguous ({len(matches)} match)")
         return self.load_snapshot(matches[0])
-
-    def walk_tree(self, tree_id: bytes, prefix: bytes = b"") -> Iterator[tuple[bytes, Node]]:
-        """Depth-first (path, node) for every entry below a tree; paths are ``/``-joined bytes."""
-        for node in self.load_tree(tree_id):
-            path = prefix + b"/" + node.name
-            yield path, node
-            if node.type == "dir" and node.subtree is not None:
-                yield from self.walk_tree(node.subtree, path)
 
 
 def _enable_retention(backend: Backend, settings: Settings, *, creating: bool) -> None:

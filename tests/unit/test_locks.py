@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from drengine.core.errors import RepositoryLocked
+from drengine.core.errors import LockLost, RepositoryLocked
 from drengine.repository import layout
 from drengine.repository.locks import REFRESH_EVERY, STALE_AFTER, Locks, acquire, locked
 from drengine.repository.repo import Repository
@@ -53,8 +53,57 @@ def test_lock_is_stale_after_time_without_refresh(mem_repo: Repository) -> None:
     # A stale lock is ignored (with a warning), so prune can proceed ...
     acquire(mem_repo, True, "prune", clock).release()
     # ... and the holder notices it may no longer be trusted before deleting anything.
-    with pytest.raises(RepositoryLocked):
+    with pytest.raises(LockLost, match="not refreshed for 30 minutes"):
         held.check_valid()
+    held.release()
+
+
+def test_a_paused_holder_does_not_refresh_its_lock_back_to_life(mem_repo: Repository) -> None:
+    # The refresher wakes after the pause: renewing now would make a lock that others have
+    # already treated as stale look valid again, and the backup would commit a snapshot
+    # referencing packs a prune deleted meanwhile.
+    clock = FakeClock()
+    held = acquire(mem_repo, False, "backup", clock)
+    clock.now += STALE_AFTER + timedelta(minutes=10)
+    with pytest.raises(LockLost):
+        held.refresh()
+    clock.now += timedelta(seconds=1)
+    with pytest.raises(LockLost):
+        held.prove()
+    held.release()
+
+
+def test_prove_fails_when_the_lock_object_was_removed(mem_repo: Repository) -> None:
+    held = acquire(mem_repo, False, "backup")
+    held.prove()
+    for name in _lock_names(mem_repo):  # drengine unlock --remove-all
+        mem_repo.backend.delete(name)
+    with pytest.raises(LockLost, match="removed"):
+        held.prove()
+    with pytest.raises(LockLost):  # and it stays lost: a refresh does not resurrect it
+        held.refresh()
+    assert _lock_names(mem_repo) == []
+    held.release()
+
+
+def test_prove_fails_when_the_lock_object_was_replaced(mem_repo: Repository) -> None:
+    held = acquire(mem_repo, False, "backup")
+    (name,) = _lock_names(mem_repo)
+    other = acquire(mem_repo, False, "backup")
+    mem_repo.backend.put(name, mem_repo.backend.get(layout.LOCKS + other.oid))
+    with pytest.raises(LockLost):
+        held.prove()
+    other.release()
+    held.release()
+
+
+def test_prove_passes_after_a_timely_refresh(mem_repo: Repository) -> None:
+    clock = FakeClock()
+    held = acquire(mem_repo, False, "backup", clock)
+    for _ in range(10):  # an hour of refreshes every five minutes
+        clock.now += REFRESH_EVERY
+        held.refresh()
+    held.prove()
     held.release()
 
 

@@ -10,6 +10,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import base64
 import json
 import os
@@ -320,6 +322,9 @@ class StoredRepo:
     src: Path
     work: Path
     password: bytes
+    # Every snapshot's files: a damaged latest snapshot is skipped (reported), and
+    # "latest" is then the newest readable one.
+    files_of: dict[str, dict[str, bytes]] = dataclasses.field(default_factory=dict)
 
     def names(self, prefix: str) -> list[str]:
         """Objects of one kind, in an order that does not depend on random names."""
@@ -353,12 +358,16 @@ def stored_repo(
         mp.setenv("DRENGINE_CACHE_DIR", str(work / "cache"))
         repo = Repository.init(backend, repo_password, small_settings, cheap_kdf)
         _write_files(src, files, set())
-        assert run_backup(repo, BackupOptions([str(src)])).errors == []
+        first = run_backup(repo, BackupOptions([str(src)]))
+        assert first.errors == []
+        files_of = {first.snapshot.id: dict(files)}
         files["sub/dir/small"] = b"changed"
         files["more.bin"] = rng.bytes(30_000)
         _write_files(src, files, set())
-        assert run_backup(repo, BackupOptions([str(src)])).errors == []
-    stored = StoredRepo(dict(backend.raw_objects()), files, src, work, repo_password)
+        second = run_backup(repo, BackupOptions([str(src)]))
+        assert second.errors == []
+        files_of[second.snapshot.id] = dict(files)
+    stored = StoredRepo(dict(backend.raw_objects()), files, src, work, repo_password, files_of)
     counts = {k: len(stored.names(k)) for k in _KINDS}
     assert counts["config"] == counts["keys/"] == 1
     assert counts["snapshots/"] == 2 and counts["index/"] == 2 and counts["data/"] >= 4
@@ -377,15 +386,17 @@ def _with_flip(stored: StoredRepo, name: str, bit: int) -> MemoryBackend:
 
 def _open_check_restore(
     stored: StoredRepo, backend: MemoryBackend, target: Path
-) -> tuple[str, list[str]]:
-    """(where the damage was first reported or "nowhere", every error reported).
+) -> tuple[str, list[str], dict[str, bytes]]:
+    """(where the damage was first reported or "nowhere", every error reported, the files
+    of the snapshot restored as "latest").
 
     Only DrengineErrors count as a report; anything else propagates and fails the test.
     """
+    expected = stored.files
     try:
         repo = Repository.open(backend, stored.password)
     except DrengineError as e:
-        return "open", [str(e)]
+        return "open", [str(e)], expected
     errors: list[str] = []
     where = "nowhere"
     checked = run_check(repo, 1.0)
@@ -394,6 +405,7 @@ def _open_check_restore(
     try:
         reader = Repository.open(backend, stored.password)
         snap = reader.find_snapshot("latest")
+        expected = stored.files_of[snap.id]
         reader.load_index()
         result = run_restore(reader, snap, str(target))
         restore_errors = [f"{e['path']}: {e['error']}" for e in result.errors]
@@ -401,18 +413,20 @@ def _open_check_restore(
         restore_errors = [str(e)]
     if restore_errors and where == "nowhere":
         where = "restore"
-    return where, errors + restore_errors
+    return where, errors + restore_errors, expected
 
 
-def _assert_never_silently_wrong(stored: StoredRepo, target: Path, errors: list[str]) -> None:
+def _assert_never_silently_wrong(
+    stored: StoredRepo, target: Path, errors: list[str], expected: dict[str, bytes]
+) -> None:
     root = _restored_root(target, stored.src)
     got, _ = _read_tree(root) if root.exists() else ({}, set())
     # Whatever was reported: nothing restored differs from what was backed up.
-    unexpected = sorted(got.keys() - stored.files.keys())
+    unexpected = sorted(got.keys() - expected.keys())
     assert unexpected == [], f"restore created files that were never backed up: {unexpected}"
-    wrong = sorted(rel for rel in got if got[rel] != stored.files[rel])
+    wrong = sorted(rel for rel in got if got[rel] != expected[rel])
     assert wrong == [], f"restore wrote different content for {wrong} (errors: {errors})"
-    if not errors:  # nothing reported: then the restore must be complete and identical
+    if not errors:  # nothing reported: then the restore must be the latest, complete
         assert got == stored.files
 
 
@@ -432,9 +446,9 @@ def test_single_bit_flip_is_reported_or_harmless(
     bit = data.draw(st.integers(0, len(stored_repo.objects[name]) * 8 - 1), label="bit")
     backend = _with_flip(stored_repo, name, bit)
     with tempfile.TemporaryDirectory(dir=stored_repo.work) as tmp:
-        where, errors = _open_check_restore(stored_repo, backend, Path(tmp))
+        where, errors, expected = _open_check_restore(stored_repo, backend, Path(tmp))
         event(f"{kind}: reported by {where}")
-        _assert_never_silently_wrong(stored_repo, Path(tmp), errors)
+        _assert_never_silently_wrong(stored_repo, Path(tmp), errors, expected)
 
 
 def _unnoticed_flips(stored: StoredRepo, name: str) -> list[str]:
