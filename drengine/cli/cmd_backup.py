@@ -10,33 +10,142 @@ import typer
 from drengine.cli.main import app
 from drengine.cli.render import err_console, human_bytes, print_json, show_progress
 from drengine.cli.state import open_repository
+from drengine.core.errors import UsageError
 from drengine.engine.backup import BackupOptions, run_backup
 from drengine.engine.progress import Progress
+from drengine.sources.excludes import (
+    Excluder,
+    ExcludeRules,
+    parse_size,
+    read_exclude_file,
+    read_files_from,
+    read_files_from_raw,
+    read_files_from_verbatim,
+)
 
 EXIT_PARTIAL = 3
 
 
-def _scan_totals(paths: list[str], p: Progress, stop: threading.Event) -> None:
-    """Count what lies ahead so progress can show an ETA (excludes are not applied)."""
-    for top in paths:
-        for root, dirs, files in os.walk(top):
-            for name in files:
-                if stop.is_set():
-                    return
+def _warn(msg: str) -> None:
+    err_console.print(f"warning: {msg}", markup=False)
+
+
+def _scan_totals(paths: list[str], ex: Excluder, p: Progress, stop: threading.Event) -> None:
+    """Count what lies ahead so progress can show an ETA, leaving out what is excluded.
+    Iterative (trees may be thousands of levels deep); a failure only loses the ETA."""
+    stack = [os.path.abspath(os.fsencode(top)) for top in paths]
+    try:
+        while stack and not stop.is_set():
+            root = stack.pop()
+            try:
+                with os.scandir(root) as it:
+                    entries = list(it)
+            except OSError:
+                continue
+            kept = ex.dir_kept(root, [e.name for e in entries]) if ex.has_dir_rules else None
+            for e in entries:
+                if (kept is not None and e.name not in kept) or ex.path_excluded(e.path):
+                    continue
                 try:
-                    p.bytes_total += os.lstat(os.path.join(root, name)).st_size
+                    if e.is_dir(follow_symlinks=False):
+                        stack.append(e.path)
+                        p.files_total += 1
+                        continue
+                    size = e.stat(follow_symlinks=False).st_size
                 except OSError:
                     continue
-                p.files_total += 1
-            p.files_total += len(dirs)
-    p.total_known = True
+                if not ex.size_excluded(size):
+                    p.bytes_total += size
+                    p.files_total += 1
+    except Exception:  # the estimate is a nicety: never a traceback on the terminal
+        return
+    p.total_known = not stack
+
+
+def _rules(
+    exclude: list[str],
+    iexclude: list[str],
+    exclude_file: list[str],
+    iexclude_file: list[str],
+    exclude_caches: bool,
+    exclude_if_present: list[str],
+    exclude_larger_than: str,
+) -> ExcludeRules:
+    # As restic: the patterns of the files come after those of the command line.
+    patterns = [*exclude]
+    for f in exclude_file:
+        patterns += read_exclude_file(f, "--exclude-file")
+    ipatterns = [*iexclude]
+    for f in iexclude_file:
+        ipatterns += read_exclude_file(f, "--iexclude-file")
+    return ExcludeRules(
+        patterns=tuple(patterns),
+        ipatterns=tuple(ipatterns),
+        exclude_caches=exclude_caches,
+        if_present=tuple(exclude_if_present),
+        larger_than=parse_size(exclude_larger_than) if exclude_larger_than else None,
+    )
+
+
+def _paths(
+    args: list[str], files_from: list[str], verbatim: list[str], raw: list[str]
+) -> list[str]:
+    paths: list[str] = []
+    for f in files_from:
+        paths += read_files_from(f, warn=_warn)
+    for f in verbatim:
+        paths += read_files_from_verbatim(f)
+    for f in raw:
+        paths += read_files_from_raw(f)
+    paths += args
+    if not paths:
+        if files_from or verbatim or raw:
+            raise UsageError(
+                "nothing to back up: no PATH given and the --files-from lists name none"
+            )
+        raise UsageError("nothing to back up: give one or more PATHs, or --files-from FILE")
+    return paths
 
 
 @app.command()
 def backup(
-    paths: list[str] = typer.Argument(..., help="Files and directories to back up."),
+    paths: list[str] | None = typer.Argument(
+        None, help="Files and directories to back up (optional with --files-from*)."
+    ),
     exclude: list[str] = typer.Option(
-        [], "--exclude", "-e", help="Skip entries matching GLOB (a basename, or a path with /)."
+        [], "--exclude", "-e", help="Exclude paths matching PATTERN (repeatable)."
+    ),
+    iexclude: list[str] = typer.Option(
+        [], "--iexclude", help="Like --exclude, ignoring case (repeatable)."
+    ),
+    exclude_file: list[str] = typer.Option(
+        [], "--exclude-file", help="Read --exclude patterns from FILE (repeatable)."
+    ),
+    iexclude_file: list[str] = typer.Option(
+        [], "--iexclude-file", help="Read --iexclude patterns from FILE (repeatable)."
+    ),
+    exclude_caches: bool = typer.Option(
+        False,
+        "--exclude-caches",
+        help="Exclude the contents of directories with a valid CACHEDIR.TAG (kept itself).",
+    ),
+    exclude_if_present: list[str] = typer.Option(
+        [],
+        "--exclude-if-present",
+        help="NAME[:HEADER]: exclude the contents of directories holding NAME (kept itself), "
+        "if it starts with HEADER when given (repeatable).",
+    ),
+    exclude_larger_than: str = typer.Option(
+        "", "--exclude-larger-than", help="Exclude files larger than SIZE (1k, 2M, 3G, 4T)."
+    ),
+    files_from: list[str] = typer.Option(
+        [], "--files-from", help="Read paths or glob patterns, one a line, from FILE or -."
+    ),
+    files_from_verbatim: list[str] = typer.Option(
+        [], "--files-from-verbatim", help="Read literal paths, one a line, from FILE or -."
+    ),
+    files_from_raw: list[str] = typer.Option(
+        [], "--files-from-raw", help="Read NUL-terminated literal paths from FILE or -."
     ),
     one_file_system: bool = typer.Option(
         False, "--one-file-system", "-x", help="Do not cross file-system boundaries."
@@ -46,12 +155,32 @@ def backup(
     json_out: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
 ) -> None:
     """Back up PATHs into a new snapshot."""
+    # Every option is checked before the repository is opened: a typo costs no password.
+    rules = _rules(
+        exclude,
+        iexclude,
+        exclude_file,
+        iexclude_file,
+        exclude_caches,
+        exclude_if_present,
+        exclude_larger_than,
+    )
+    excluder = Excluder(rules)  # compiles the patterns: a malformed one is a usage error
+    targets = _paths(paths or [], files_from, files_from_verbatim, files_from_raw)
     repo = open_repository()
-    opts = BackupOptions(paths, exclude, one_file_system, tag, host or None)
+    opts = BackupOptions(
+        paths=targets,
+        exclude=rules,
+        one_file_system=one_file_system,
+        tags=tag,
+        host=host or None,
+    )
     progress = Progress()
     stop = threading.Event()
     if err_console.is_terminal and not json_out:
-        threading.Thread(target=_scan_totals, args=(paths, progress, stop), daemon=True).start()
+        threading.Thread(
+            target=_scan_totals, args=(targets, excluder, progress, stop), daemon=True
+        ).start()
     try:
         with show_progress(progress, enabled=not json_out):
             result = run_backup(repo, opts, progress)

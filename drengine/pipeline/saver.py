@@ -19,7 +19,9 @@ import threading
 from dataclasses import dataclass
 from typing import TypeVar
 
+from drengine.core.errors import DrengineError
 from drengine.repository import blobcodec
+from drengine.repository.index import BLOBS_PER_INDEX, index_batches
 from drengine.repository.layout import BlobType
 from drengine.repository.pack import BlobRecord, PackWriter
 from drengine.repository.repo import Repository
@@ -28,6 +30,10 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 _STOP = None
 _POLL = 0.2
+
+
+class PacksMissing(DrengineError):
+    pass
 
 
 @dataclass
@@ -60,6 +66,10 @@ class BlobSaver:
         )
         self._lock = threading.Lock()
         self._inflight: set[bytes] = set()
+        # Packs the saved blobs live in: those deduplicated against, and those uploaded. A
+        # backup proves they all still exist before it writes its snapshot.
+        self.referenced_packs: set[bytes] = set()
+        self.uploaded_packs: set[bytes] = set()
         self._unindexed: list[tuple[bytes, list[BlobRecord]]] = []
         self._error: BaseException | None = None
         self._sealers = [
@@ -81,7 +91,9 @@ class BlobSaver:
         with self._lock:
             if blob_id in self._inflight:
                 return False
-            if self.repo.index.lookup(blob_id) is not None:
+            entry = self.repo.index.lookup(blob_id)
+            if entry is not None:
+                self.referenced_packs.add(entry.pack_id)
                 return False
             self._inflight.add(blob_id)
             self.stats.blobs_new += 1
@@ -90,9 +102,43 @@ class BlobSaver:
         return True
 
     def save_blob(self, blob_type: BlobType, data: bytes) -> bytes:
+        limit = blobcodec.max_raw_length(blob_type == BlobType.TREE)
+        if len(data) > limit:
+            raise DrengineError(
+                f"{len(data)} bytes are more than one {blob_type.name.lower()} blob may hold "
+                f"({limit})"
+            )
         blob_id = self.repo.blob_id(data, blob_type)
         self.save(blob_type, blob_id, data)
         return blob_id
+
+    def has_all(self, blob_ids: list[bytes]) -> bool:
+        """Whether the repository holds every blob (a files cache hit stays valid only
+        then); their packs count as referenced."""
+        packs = []
+        for bid in blob_ids:
+            entry = self.repo.index.lookup(bid)
+            if entry is None:
+                return False
+            packs.append(entry.pack_id)
+        with self._lock:
+            self.referenced_packs.update(packs)
+        return True
+
+    def prove_references(self) -> None:
+        """After ``close``: every pack the saved blobs live in is still in storage (a prune
+        that ran while we were paused could have deleted what we deduplicated against)."""
+        needed = self.referenced_packs | self.uploaded_packs
+        if not needed:
+            return
+        present = self.repo.list_packs()
+        missing = [p for p in needed if p not in present]
+        if missing:
+            raise PacksMissing(
+                f"{len(missing)} packs this operation references are no longer in storage "
+                f"(first: {missing[0].hex()}): a prune may have run while it was paused, or "
+                "data was lost; no snapshot was written. Run it again (and drengine check)"
+            )
 
     def close(self) -> None:
         """Flush every open pack, wait for uploads, write the last index object."""
@@ -167,7 +213,7 @@ class BlobSaver:
                 if w is None:
                     w = writers[blob_type] = PackWriter(self.repo.keys.encryption)
                 w.add(blob_type, blob_id, payload, len(data))
-                if len(w) >= self._pack_size:
+                if len(w) >= self._pack_size or len(w.records) >= BLOBS_PER_INDEX:
                     self._put(self._packs, (w.finish(), w.records))
                     del writers[blob_type]
             if self._error is None:
@@ -189,6 +235,7 @@ class BlobSaver:
                     for r in records:
                         self._inflight.discard(r.id)
                     self._unindexed.append((pack_id, records))
+                    self.uploaded_packs.add(pack_id)
                     self.stats.bytes_stored += len(buf)
                     self.stats.packs += 1
                 self._write_index(force=False)
@@ -197,7 +244,10 @@ class BlobSaver:
 
     def _write_index(self, force: bool) -> None:
         with self._lock:
-            if not self._unindexed or (not force and len(self._unindexed) < self._index_every):
+            blobs = sum(len(r) for _, r in self._unindexed)
+            enough = len(self._unindexed) >= self._index_every or blobs >= BLOBS_PER_INDEX
+            if not self._unindexed or not (force or enough):
                 return
             batch, self._unindexed = self._unindexed, []
-        self.repo.save_index(batch)
+        for part in index_batches(batch):
+            self.repo.save_index(part)
