@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-
 import typer
 
 from drengine.cli.main import app
@@ -67,7 +65,7 @@ def key_remove(key_id: str = typer.Argument(..., help="Key file ID or unique pre
 def key_passwd(kdf_memory_mib: int = _MEMORY, kdf_iterations: int = _ITERATIONS) -> None:
     """Change the password: add a key file for the new one, then remove the old one."""
     repo = open_repository()
-    new = repo.add_key(read_new_password(), KdfParams(kdf_memory_mib * 1024, kdf_iterations))
-    old = os.path.basename(repo.key_name)
-    repo.backend.delete(repo.key_name)
+    new, old = repo.replace_key(
+        read_new_password(), KdfParams(kdf_memory_mib * 1024, kdf_iterations)
+    )
     typer.echo(f"password changed: key {old[:8]} replaced by {new[:8]}")

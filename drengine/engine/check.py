@@ -1,7 +1,10 @@
 """Check a repository: structure always, stored data on request.
 
-Structure: every index object decrypts, every indexed pack exists with the size the index
-implies, every snapshot and tree decrypts, and every blob a tree references is indexed.
+Structure: every object in storage has a name of the format, in its place; every index
+object decrypts, every indexed pack exists with the size the index implies, every snapshot
+and tree decrypts, every tree entry keeps the format's rules (names, types, metadata ranges),
+and every blob a tree references is indexed. Stale locks and leftover temporary files are
+reported as warnings.
 Data (``read_data``): every selected pack is downloaded, its name checked against its hash,
 its trailer compared with the index, and every blob decrypted and checked against its ID.
 """
@@ -15,11 +18,12 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from drengine.core.errors import DrengineError
+from drengine.core.model import Node
 from drengine.engine.reachability import referenced_blobs
 from drengine.repository import layout
 from drengine.repository.index import IndexEntry
 from drengine.repository.layout import BlobType
-from drengine.repository.locks import locked
+from drengine.repository.locks import Locks, locked
 from drengine.repository.pack import parse_trailer
 from drengine.repository.repo import Repository
 
@@ -49,32 +53,40 @@ def _run_check(
 ) -> CheckResult:
     res = CheckResult()
     say("loading indexes")
-    try:
-        repo.load_index()
-    except DrengineError as e:
-        res.errors.append(str(e))
-        return res
+    repo.load_index()
+    for name in repo.damaged_index_objects():
+        res.errors.append(f"{name}: {repo.damaged[name]} (drengine repair index rebuilds it)")
     by_pack: dict[bytes, list[tuple[bytes, IndexEntry]]] = defaultdict(list)
     for bid, entry in repo.index.entries():
         by_pack[entry.pack_id].append((bid, entry))
 
     say("checking packs")
-    stored = {layout.pack_id_from_name(o.name): o.size for o in repo.backend.list(layout.DATA)}
+    stored = repo.list_packs()
     for pack_id, blobs in by_pack.items():
         res.packs_checked += 1
-        size = stored.get(pack_id.hex())
+        size = stored.get(pack_id)
         if size is None:
-            res.errors.append(f"pack {pack_id.hex()} is missing (indexed, not in storage)")
+            where = repo.strays.misplaced.get(pack_id)
+            res.errors.append(
+                f"pack {pack_id.hex()} is missing (indexed, not in storage)"
+                if where is None
+                else f"pack {pack_id.hex()} is stored as {where}, not in its place "
+                "(drengine repair index moves it)"
+            )
         elif size < max(e.offset + e.length for _, e in blobs):
             res.errors.append(f"pack {pack_id.hex()} is truncated ({size} bytes)")
-    for name in stored.keys() - {p.hex() for p in by_pack}:
-        res.warnings.append(f"pack {name} is not in any index (prune removes it)")
+    for pack_id in stored.keys() - by_pack.keys():
+        res.warnings.append(f"pack {pack_id.hex()} is not in any index (prune removes it)")
 
     say("checking snapshots and trees")
     _check_trees(repo, res)
+    _check_locks_and_leftovers(repo, res)
+    for name, why in sorted(repo.strays.found.items()):
+        if not any(name == w for w in repo.strays.misplaced.values()):
+            res.errors.append(f"{name}: {why}")
 
     if read_fraction > 0:
-        packs = sorted(p for p in by_pack if p.hex() in stored)
+        packs = sorted(p for p in by_pack if p in stored)
         if read_fraction < 1:
             rng = random.Random(seed)
             packs = rng.sample(packs, max(1, round(len(packs) * read_fraction))) if packs else []
@@ -92,9 +104,40 @@ def _check_trees(repo: Repository, res: CheckResult) -> None:
         if repo.index.lookup(bid) is None:
             res.errors.append(f"snapshot {snapshot_id[:8]}: blob {bid.hex()} is not in the index")
 
-    reach = referenced_blobs(repo, indexed)
+    def entries(snapshot_id: str, tree_id: bytes, nodes: list[Node]) -> None:
+        where = f"snapshot {snapshot_id[:8]}: tree {tree_id.hex()[:16]}"
+        for problem in tree_problems(nodes):
+            res.errors.append(f"{where}: {problem}")
+        for node in nodes:
+            if node.damaged:
+                res.warnings.append(f"{where}: entry {node.name!r} was repaired: {node.damaged}")
+
+    reach = referenced_blobs(repo, indexed, entries)
     res.snapshots = reach.snapshots
     res.errors.extend(reach.errors)
+
+
+def tree_problems(nodes: list[Node]) -> list[str]:
+    """Where one tree breaks the format's rules (§7): names, uniqueness, node fields."""
+    problems = []
+    seen: set[bytes] = set()
+    for node in nodes:
+        name = node.name
+        if name in (b"", b".", b"..") or b"/" in name or b"\0" in name:
+            problems.append(f"entry {name!r} has a name the format forbids")
+        elif name in seen:
+            problems.append(f"entry {name!r} appears twice")
+        seen.add(name)
+        if node.invalid:
+            problems.append(f"entry {name!r} is invalid: {node.invalid}")
+    return problems
+
+
+def _check_locks_and_leftovers(repo: Repository, res: CheckResult) -> None:
+    locks = Locks(repo)
+    for lock in locks.list():
+        if locks.stale(lock):
+            res.warnings.append(f"stale {lock.describe()} (drengine unlock removes it)")
 
 
 def _read_pack(

@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from drengine.core.model import Snapshot, encode_tree
+from drengine.core.model import Node, Snapshot, encode_tree
 from drengine.pipeline.saver import BlobSaver
 from drengine.repository.layout import BlobType
 from drengine.repository.locks import locked
@@ -43,17 +43,29 @@ class _Translator:
             self.data[bid] = new
         return new
 
-    def tree(self, tree_id: bytes) -> bytes:
-        new = self.trees.get(tree_id)
-        if new is None:
-            nodes = self.src.load_tree(tree_id)
+    def tree(self, root: bytes) -> bytes:
+        """The destination ID of a source tree, subtrees first, without recursion (trees
+        may be thousands of levels deep)."""
+        stack: list[tuple[bytes, list[Node] | None]] = [(root, None)]
+        while stack:
+            tree_id, nodes = stack[-1]
+            if tree_id in self.trees:
+                stack.pop()
+                continue
+            if nodes is None:
+                nodes = self.src.load_tree(tree_id)
+                stack[-1] = (tree_id, nodes)
+                todo = [n.subtree for n in nodes if n.subtree and n.subtree not in self.trees]
+                if todo:
+                    stack.extend((t, None) for t in todo)
+                    continue
             for node in nodes:
                 node.content = [self.data_blob(b) for b in node.content]
                 if node.subtree is not None:
-                    node.subtree = self.tree(node.subtree)
-            new = self.saver.save_blob(BlobType.TREE, encode_tree(nodes))
-            self.trees[tree_id] = new
-        return new
+                    node.subtree = self.trees[node.subtree]
+            self.trees[tree_id] = self.saver.save_blob(BlobType.TREE, encode_tree(nodes))
+            stack.pop()
+        return self.trees[root]
 
 
 def run_copy(
@@ -65,7 +77,7 @@ def run_copy(
     res = CopyResult()
     with locked(src, False, "copy (source)"), locked(dst, False, "copy") as dst_lock:
         src.load_index()
-        dst.load_index()
+        dst.load_index(present=dst.list_packs())  # never deduplicate against lost packs
         done = {s.original for s in dst.snapshots() if s.original} | set(dst.snapshot_ids())
         todo = [s for s in snapshots if s.id not in done]
         res.skipped = [s.id for s in snapshots if s.id in done]
@@ -80,6 +92,8 @@ def run_copy(
         except BaseException:
             saver.abort()
             raise
+        dst_lock.prove()
+        saver.prove_references()
         dst_lock.check_valid()
         for snap, root in zip(todo, roots, strict=True):
             copy = Snapshot(

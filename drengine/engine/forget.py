@@ -29,7 +29,6 @@ from datetime import UTC, datetime, timedelta
 
 from drengine.core.errors import IntegrityError, UsageError
 from drengine.core.model import Snapshot
-from drengine.repository import layout
 from drengine.repository.locks import HeldLock
 from drengine.repository.repo import Repository
 
@@ -330,8 +329,11 @@ def remove_snapshots(repo: Repository, ids: Iterable[str], lock: HeldLock) -> li
     """Delete snapshot objects; the caller holds the exclusive ``lock`` from before it chose
     them. Their data stays until prune. Returns the IDs deleted."""
     done = []
+    ids = list(ids)
+    if ids:
+        lock.prove()  # the lock object itself is still ours: one request, before any delete
     for oid in ids:
         lock.check_valid()
-        repo.backend.delete(layout.SNAPSHOTS + oid)
+        repo.delete_snapshot(oid)
         done.append(oid)
     return done

@@ -28,15 +28,11 @@ from datetime import UTC, datetime
 from drengine.core.errors import DrengineError, IntegrityError
 from drengine.engine.reachability import referenced_blobs
 from drengine.repository import blobcodec, layout
-from drengine.repository.index import IndexEntry
+from drengine.repository.index import BLOBS_PER_INDEX, IndexEntry, index_batches
 from drengine.repository.layout import BlobType
 from drengine.repository.locks import HeldLock, locked
 from drengine.repository.pack import BlobRecord, PackWriter, decrypt_blob, parse_trailer
 from drengine.repository.repo import Repository
-
-# Blobs per index object written by prune: big enough to keep the object count low, small
-# enough that one object stays a few MiB.
-_BLOBS_PER_INDEX = 50_000
 
 
 class PruneRefused(DrengineError):
@@ -98,12 +94,9 @@ def run_prune(
 
 def _retention_check(repo: Repository, now: datetime) -> Callable[[str], datetime | None]:
     """name → the end of its S3 Object Lock retention if that is still ahead, else None."""
-    ask = getattr(repo.backend, "retained_until", None)
-    if ask is None:  # storage without Object Lock
-        return lambda _name: None
 
     def until(name: str) -> datetime | None:
-        end: datetime | None = ask(name)
+        end = repo.retained_until(name)
         return end if end is not None and end > now else None
 
     return until
@@ -119,13 +112,17 @@ def _prune(
 ) -> PruneResult:
     res = PruneResult(dry_run)
     say("loading indexes")
-    index_sizes = {o.name[len(layout.INDEX) :]: o.size for o in repo.backend.list(layout.INDEX)}
+    index_sizes = repo.index_sizes()
     old_indexes = list(index_sizes)
     repo.load_index()
-    stored = {
-        bytes.fromhex(layout.pack_id_from_name(o.name)): o.size
-        for o in repo.backend.list(layout.DATA)
-    }
+    damaged = repo.damaged_index_objects()
+    if damaged:
+        # Its packs would look unindexed and be deleted: the index must be rebuilt first.
+        raise PruneRefused(
+            f"prune stopped: {len(damaged)} index objects cannot be read (first: {damaged[0]});"
+            " run drengine repair index"
+        )
+    stored = repo.list_packs()
     say("finding the blobs snapshots use")
     reach = referenced_blobs(repo)
     if reach.errors:
@@ -213,12 +210,14 @@ def _prune(
     _write_index(repo, kept + new_packs, old_indexes)
     res.index_objects_replaced = len(old_indexes)
 
-    lock.check_valid()
+    lock.prove()
     say(f"deleting {len(index_delete)} old index objects and {len(delete) + len(repack)} packs")
     for oid in index_delete:
-        repo.backend.delete(layout.INDEX + oid)
+        lock.check_valid()
+        repo.delete_index(oid)
     for pack_id in delete + repack:
-        repo.backend.delete(layout.pack_name(pack_id.hex()))
+        lock.check_valid()
+        repo.delete_pack(pack_id)
     return res
 
 
@@ -254,14 +253,14 @@ def _repack(
             payload = decrypt_blob(
                 repo.keys.encryption, salt, rec, view[e.offset : e.offset + e.length], what
             )
-            plain = blobcodec.decode(payload, e.raw_length, what)
+            plain = blobcodec.decode(payload, e.raw_length, what, e.type == BlobType.TREE)
             if repo.blob_id(plain, e.type) != bid:
                 raise IntegrityError(f"{what} does not match its ID; prune stopped")
             w = writers.get(e.type)
             if w is None:
                 w = writers[e.type] = PackWriter(repo.keys.encryption)
             w.add(e.type, bid, payload, e.raw_length)  # payload keeps its compression
-            if len(w) >= repo.settings.pack_size:
+            if len(w) >= repo.settings.pack_size or len(w.records) >= BLOBS_PER_INDEX:
                 flush(w)
                 del writers[e.type]
     for w in writers.values():
@@ -274,14 +273,6 @@ def _write_index(
 ) -> None:
     """Index objects for ``packs``, then one that supersedes ``old``: readers see either the
     old set or the complete new one, never a partial new set alone."""
-    batch: list[tuple[bytes, list[BlobRecord]]] = []
-    count = 0
-    for pack in packs:
-        batch.append(pack)
-        count += len(pack[1])
-        if count >= _BLOBS_PER_INDEX:
-            repo.save_index(batch)
-            batch, count = [], 0
-    if batch:
+    for batch in index_batches(packs):
         repo.save_index(batch)
     repo.save_index([], supersedes=[bytes.fromhex(o) for o in old])

@@ -6,7 +6,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from drengine.core.errors import DrengineError
+from drengine.core.model import Node
 from drengine.repository.repo import Repository
+
+# Called with (snapshot ID, tree ID, the tree's nodes) for every distinct tree read.
+TreeHook = Callable[[str, bytes, list[Node]], None]
 
 
 @dataclass
@@ -17,9 +21,11 @@ class Reachable:
 
 
 def referenced_blobs(
-    repo: Repository, on_blob: Callable[[str, bytes], None] | None = None
+    repo: Repository,
+    on_blob: Callable[[str, bytes], None] | None = None,
+    on_tree: TreeHook | None = None,
 ) -> Reachable:
-    """Walk every snapshot's trees once (shared subtrees once in all).
+    """Walk every snapshot's trees once (shared subtrees once in all), without recursion.
 
     ``on_blob(snapshot ID, blob ID)`` is called for each data blob the first time it is
     seen. Snapshots or trees that cannot be read are listed in ``errors``; their blobs are
@@ -45,7 +51,11 @@ def referenced_blobs(
             except DrengineError as e:
                 out.errors.append(f"snapshot {oid[:8]}: {e}")
                 continue
+            if on_tree is not None:
+                on_tree(oid, tree_id, nodes)
             for node in nodes:
+                # Even an entry with invalid metadata keeps its data reachable: prune must
+                # not delete what a repair could still save.
                 if node.subtree is not None:
                     stack.append(node.subtree)
                 for bid in node.content:
