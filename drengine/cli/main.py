@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import signal
+import sqlite3
 import sys
+import traceback
+from typing import NoReturn
 
 import typer
 
 from drengine import __version__
 from drengine.cli.state import STATE, parse_duration_seconds
-from drengine.core.errors import DrengineError
+from drengine.core.cache_dir import cache_root
+from drengine.core.errors import DrengineError, OutputClosed
 
 app = typer.Typer(
     name="drengine",
@@ -86,6 +91,7 @@ def _register() -> None:
         cmd_key,
         cmd_ls,
         cmd_prune,
+        cmd_repair,
         cmd_restore,
         cmd_snapshots,
         cmd_unlock,
@@ -106,38 +112,63 @@ def _terminate(signum: int, frame: object) -> None:
     raise KeyboardInterrupt
 
 
+EXIT_PIPE = OutputClosed.exit_code
+
+
+def _fail(message: str, code: int) -> NoReturn:
+    if STATE.debug:  # the traceback as well, but never a different exit code
+        traceback.print_exc()
+    print(f"drengine: error: {message}", file=sys.stderr)
+    sys.exit(code)
+
+
+def _library_error(e: BaseException) -> str | None:
+    """One sentence for errors of the libraries and the OS that reached the top."""
+    if isinstance(e, MemoryError):
+        return "out of memory (a smaller --pack-size or fewer parallel jobs may help)"
+    if isinstance(e, sqlite3.Error):
+        return f"a local database of drengine failed: {e} (in {cache_root()})"
+    if isinstance(e, OSError):
+        where = f"{e.filename}: " if e.filename else ""
+        return f"{where}{e.strerror or e}"
+    return None
+
+
+def _quiet_stdout() -> None:
+    # Later flushes of stdout (at exit) must not raise again into a closed pipe.
+    with contextlib.suppress(OSError):
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+
+
 def main() -> None:
     signal.signal(signal.SIGTERM, _terminate)
     try:
         rc = app(standalone_mode=False)
+        sys.stdout.flush()  # a closed pipe shows here, not in the interpreter's exit
         sys.exit(rc if isinstance(rc, int) else 0)
+    except OutputClosed:
+        _quiet_stdout()
+        sys.exit(EXIT_PIPE)
     except DrengineError as e:
-        if STATE.debug:
-            raise
-        print(f"drengine: error: {e}", file=sys.stderr)
-        sys.exit(e.exit_code)
+        _fail(str(e), e.exit_code)
     except typer.Exit as e:
         sys.exit(e.exit_code)
     except typer.Abort:
-        print("drengine: aborted", file=sys.stderr)
-        sys.exit(130)
+        _fail("aborted", 130)
     except KeyboardInterrupt:
-        print("drengine: interrupted", file=sys.stderr)
-        sys.exit(130)
+        _fail("interrupted", 130)
     except BrokenPipeError:
-        # The reader of our output went away (``dump ... | head``): not an error of ours.
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        sys.exit(141)
-    except Exception as e:  # click's usage errors and anything unexpected
+        # The reader of our output went away (``dump ... | head``): stop quietly, as `cat`
+        # does when SIGPIPE ends it.
+        _quiet_stdout()
+        sys.exit(EXIT_PIPE)
+    except Exception as e:  # click's usage errors, library errors, anything unexpected
         if _is_click_exception(e):
             msg = e.format_message()  # type: ignore[attr-defined]
             if msg:  # empty when click already printed the help (no arguments given)
                 print(f"drengine: error: {msg} (see --help)", file=sys.stderr)
             sys.exit(2)
-        if STATE.debug:
-            raise
-        print(
-            f"drengine: error: unexpected {type(e).__name__}: {e} (run with --debug)",
-            file=sys.stderr,
-        )
-        sys.exit(1)
+        known = _library_error(e)
+        if known is not None:
+            _fail(known, 1)
+        _fail(f"unexpected {type(e).__name__}: {e} (run with --debug)", 1)

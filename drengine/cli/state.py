@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import getpass
+import math
 import os
+import signal
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -34,6 +37,42 @@ def _password_from_file(path: str) -> bytes:
     return lines[0]
 
 
+PASSWORD_COMMAND_TIMEOUT = 60.0
+
+
+def _password_from_command(cmd: str, var: str) -> bytes:
+    """The first line a command prints. Its stderr is shown when it fails; it runs in a
+    session of its own, so on a timeout the whole group (a shell's children too) is killed."""
+    try:
+        proc = subprocess.Popen(
+            cmd,
+            shell=True,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            start_new_session=True,
+        )
+    except OSError as e:
+        raise UsageError(f"cannot run {var}: {e.strerror or e}") from None
+    try:
+        out, err = proc.communicate(timeout=PASSWORD_COMMAND_TIMEOUT)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.communicate()
+        raise UsageError(
+            f"{var} did not finish within {PASSWORD_COMMAND_TIMEOUT:.0f} seconds (killed)"
+        ) from None
+    if proc.returncode != 0:
+        said = err.decode("utf-8", "replace").strip().splitlines()
+        detail = f": {said[-1]}" if said else ""
+        raise UsageError(f"{var} failed with exit code {proc.returncode}{detail}")
+    lines = out.splitlines()
+    if not lines or not lines[0]:
+        raise UsageError(f"{var} printed no password")
+    return lines[0]
+
+
 def read_password(
     confirm: bool = False, prefix: str = "DRENGINE_PASSWORD", prompt: str = "repository password"
 ) -> bytes:
@@ -44,17 +83,7 @@ def read_password(
     if f"{prefix}_FILE" in env:
         return _password_from_file(env[f"{prefix}_FILE"])
     if f"{prefix}_COMMAND" in env:
-        cmd = env[f"{prefix}_COMMAND"]
-        try:
-            out = subprocess.run(cmd, shell=True, capture_output=True, check=True, timeout=60)
-        except subprocess.CalledProcessError as e:
-            raise UsageError(f"the password command failed with exit code {e.returncode}") from None
-        except subprocess.TimeoutExpired:
-            raise UsageError("the password command did not finish within 60 seconds") from None
-        lines = out.stdout.splitlines()
-        if not lines or not lines[0]:
-            raise UsageError("the password command printed no password")
-        return lines[0]
+        return _password_from_command(env[f"{prefix}_COMMAND"], f"{prefix}_COMMAND")
     if sys.stdin.isatty():
         pw = getpass.getpass(f"{prompt}: ")
         if confirm and getpass.getpass(f"repeat {prompt}: ") != pw:
@@ -87,13 +116,17 @@ def open_repository() -> Repository:
     return repo
 
 
+MAX_WAIT_SECONDS = 7 * 24 * 3600.0
+
+
 def parse_duration_seconds(text: str) -> float:
-    """``90``, ``90s``, ``5m``, ``2h`` as seconds."""
+    """``90``, ``90s``, ``5m``, ``2h`` as seconds: finite, from 0 to a week."""
     units = {"s": 1, "m": 60, "h": 3600}
     t = text.strip()
     try:
-        if t and t[-1] in units:
-            return float(t[:-1]) * units[t[-1]]
-        return float(t)
+        value = float(t[:-1]) * units[t[-1]] if t and t[-1] in units else float(t)
     except ValueError:
         raise UsageError(f"{text!r} is not a duration (like 90s, 5m, 2h)") from None
+    if not math.isfinite(value) or not 0 <= value <= MAX_WAIT_SECONDS:
+        raise UsageError(f"{text!r} is not a duration from 0 to 7 days (like 90s, 5m, 2h)")
+    return value
