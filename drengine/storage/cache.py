@@ -5,6 +5,10 @@ each, every time. Their names are hashes of their content, so a cached copy neve
 stale: it is either the object or damaged (checked against the name on every read, and
 fetched again when damaged). Listings always go to the backend, so new and deleted objects
 are seen; cached copies of objects no longer listed are removed.
+
+The cache directory is created 0700 and its files 0600, whatever the umask: it holds the
+repository's index and snapshots (encrypted, but nobody else's business). A copy that cannot
+be written (a full disk) only costs speed, and leaves no temporary file behind.
 """
 
 from __future__ import annotations
@@ -12,33 +16,25 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import secrets
 from collections.abc import Iterator
-from datetime import datetime
 from pathlib import Path
-from typing import cast
 
 import blake3
 
 from drengine.core.errors import StorageError
-from drengine.storage.base import Backend, Buffer, ObjectInfo, check_name
+from drengine.core.fsutil import FILE_MODE, make_dirs, unlink_quietly
+from drengine.storage.base import Backend, BackendWrapper, Buffer, ObjectInfo, check_name
 
 log = logging.getLogger(__name__)
 
 
-class CachingBackend:
+class CachingBackend(BackendWrapper):
     def __init__(self, inner: Backend, directory: Path, prefixes: tuple[str, ...]) -> None:
-        self.inner = inner
+        super().__init__(inner)
         self.dir = directory
         self.prefixes = prefixes
         self.hits = 0
-
-    @property
-    def location(self) -> str:
-        return self.inner.location
-
-    @property
-    def remote(self) -> bool:
-        return bool(getattr(self.inner, "remote", False))
 
     def _cached(self, name: str) -> bool:
         return name.startswith(self.prefixes)
@@ -49,21 +45,29 @@ class CachingBackend:
 
     def _store(self, name: str, data: bytes) -> None:
         path = self._path(name)
+        # Unique per call: two threads caching one object must not write one file.
+        tmp = path.with_name(f".tmp-{os.getpid()}-{secrets.token_hex(4)}-{path.name}")
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_name(f".tmp-{os.getpid()}-{path.name}")
-            tmp.write_bytes(data)
+            make_dirs(path.parent)
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, FILE_MODE)
+            try:
+                view = memoryview(data)
+                while view:
+                    view = view[os.write(fd, view) :]
+            finally:
+                os.close(fd)
             os.replace(tmp, path)
         except OSError as e:  # a cache that cannot be written only costs speed
+            unlink_quietly(tmp)
             log.debug("cannot cache %s: %s", name, e)
+        except BaseException:
+            unlink_quietly(tmp)
+            raise
 
     def put(self, name: str, data: Buffer) -> None:
         self.inner.put(name, data)
         if self._cached(name):
             self._store(name, bytes(data))
-
-    def put_if_absent(self, name: str, data: Buffer) -> None:
-        self.inner.put_if_absent(name, data)
 
     def get(self, name: str, offset: int = 0, length: int | None = None) -> bytes:
         if not self._cached(name):
@@ -92,22 +96,15 @@ class CachingBackend:
         base = self.dir / prefix.rstrip("/") if prefix.endswith("/") else None
         if base is None or not base.is_dir():
             return
-        for path in base.rglob("*"):
-            name = path.relative_to(self.dir).as_posix()
-            if path.is_file() and name not in present:
-                path.unlink(missing_ok=True)
+        try:
+            for path in base.rglob("*"):
+                name = path.relative_to(self.dir).as_posix()
+                if path.is_file() and name not in present:
+                    unlink_quietly(path)  # also stale .tmp- files of killed processes
+        except OSError as e:  # the cache is an optimisation: never fail a listing for it
+            log.debug("cannot clean the cache under %s: %s", base, e)
 
     def delete(self, name: str) -> None:
         self.inner.delete(name)
         if self._cached(name):
-            self._path(name).unlink(missing_ok=True)
-
-    def stat(self, name: str) -> ObjectInfo:
-        return self.inner.stat(name)
-
-    def retained_until(self, name: str) -> datetime | None:  # optional: S3 Object Lock
-        retained_until = getattr(self.inner, "retained_until", None)
-        return None if retained_until is None else cast("datetime | None", retained_until(name))
-
-    def close(self) -> None:
-        self.inner.close()
+            unlink_quietly(self._path(name))

@@ -3,20 +3,33 @@
 Writes go to a temporary file in the target directory, are fsynced, then renamed into place,
 and the directory is fsynced, so a crash leaves either the whole object or none of it.
 ``put_if_absent`` publishes with ``link(2)``, which fails atomically if the name exists.
+
+A failed write (a full disk, EIO) removes its temporary file; one that was killed cannot, so
+``list_temporary``/``remove_temporary`` let check report and prune remove what is left.
+Directories are created 0700 and files 0600, whatever the umask.
 """
 
 from __future__ import annotations
 
+import errno
 import os
 import secrets
 import stat
 import threading
 from collections import OrderedDict
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from drengine.core.errors import ObjectExists, ObjectNotFound, StorageError
-from drengine.storage.base import Buffer, ObjectInfo, check_name
+from drengine.core.fsutil import FILE_MODE, make_dirs, reason, unlink_quietly
+from drengine.storage.base import (
+    BackendDefaults,
+    Buffer,
+    Capabilities,
+    ObjectInfo,
+    TemporaryFile,
+    check_name,
+)
 
 _TMP_PREFIX = ".tmp-"
 # Packs are immutable and named by their hash, so a descriptor opened once stays right for as
@@ -50,7 +63,19 @@ class _FdCache:
         self.close()
 
 
-class LocalBackend:
+def _scan(directory: Path) -> list[os.DirEntry[str]]:
+    try:
+        with os.scandir(directory) as it:
+            return list(it)
+    except (FileNotFoundError, NotADirectoryError):
+        raise  # the prefix names nothing: an empty listing (or a directory just pruned)
+    except OSError as e:
+        raise StorageError(f"cannot list {directory}: {reason(e)}") from e
+
+
+class LocalBackend(BackendDefaults):
+    capabilities = Capabilities(temporary_files=True)
+
     def __init__(self, root: str | os.PathLike[str]) -> None:
         self._root = Path(root)
         self._local = threading.local()
@@ -74,11 +99,20 @@ class LocalBackend:
         # A directory of the layout, or a path through an object, is "no such object".
         return isinstance(e, FileNotFoundError | IsADirectoryError | NotADirectoryError)
 
+    @staticmethod
+    def _write_error(path: Path, e: OSError, hint: str = "") -> StorageError:
+        return StorageError(f"cannot write {path}: {reason(e)}{hint}")
+
     def _write_temp(self, path: Path, data: Buffer) -> Path:
+        """``data`` in a new temporary file next to ``path``, fsynced; on any failure the
+        temporary file is removed again (a full disk must not fill up with them)."""
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
+            make_dirs(path.parent)
             tmp = path.parent / f"{_TMP_PREFIX}{secrets.token_hex(8)}"
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, FILE_MODE)
+        except OSError as e:
+            raise self._write_error(path, e) from e
+        try:
             try:
                 view = memoryview(data)
                 while view:
@@ -86,13 +120,16 @@ class LocalBackend:
                     view = view[n:]
                 os.fsync(fd)
             finally:
-                os.close(fd)
-        except OSError as e:
-            raise StorageError(f"cannot write {path}: {e.strerror}") from e
+                os.close(fd)  # may report a delayed write error (NFS): still a failure
+        except BaseException as e:
+            unlink_quietly(tmp)
+            if isinstance(e, OSError):
+                raise self._write_error(path, e) from e
+            raise
         return tmp
 
     def _fsync_dir(self, path: Path) -> None:
-        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
         try:
             os.fsync(fd)
         finally:
@@ -104,9 +141,11 @@ class LocalBackend:
         try:
             os.replace(tmp, path)
             self._fsync_dir(path.parent)
-        except OSError as e:
-            tmp.unlink(missing_ok=True)
-            raise StorageError(f"cannot write {path}: {e.strerror}") from e
+        except BaseException as e:
+            unlink_quietly(tmp)  # gone already if the rename happened
+            if isinstance(e, OSError):
+                raise self._write_error(path, e) from e
+            raise
 
     def put_if_absent(self, name: str, data: Buffer) -> None:
         path = self._path(name)
@@ -117,9 +156,12 @@ class LocalBackend:
         except FileExistsError as e:
             raise ObjectExists(f"object {name} already exists in {self._root}") from e
         except OSError as e:
-            raise StorageError(f"cannot write {path}: {e.strerror}") from e
+            hint = ""
+            if e.errno in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP):
+                hint = " (exclusive writes need hard links; this file system may not allow them)"
+            raise self._write_error(path, e, hint) from e
         finally:
-            tmp.unlink(missing_ok=True)
+            unlink_quietly(tmp)
 
     def get(self, name: str, offset: int = 0, length: int | None = None) -> bytes:
         path = self._path(name)
@@ -139,7 +181,7 @@ class LocalBackend:
         except OSError as e:
             if self._not_an_object(e):
                 raise ObjectNotFound(f"object {name} not found in {self._root}") from e
-            raise StorageError(f"cannot read {path}: {e.strerror}") from e
+            raise StorageError(f"cannot read {path}: {reason(e)}") from e
         if len(data) != length:
             raise StorageError(
                 f"short read of {path}: wanted {length} bytes at {offset}, got {len(data)}"
@@ -158,20 +200,25 @@ class LocalBackend:
             return
 
     def _walk(self, directory: Path, rel: str, prefix: str) -> Iterator[ObjectInfo]:
-        with os.scandir(directory) as it:
-            entries = list(it)
-        for entry in entries:
+        for entry in _scan(directory):
             name = f"{rel}/{entry.name}" if rel else entry.name
             if entry.name.startswith(_TMP_PREFIX):
                 continue
-            if entry.is_dir(follow_symlinks=False):
+            try:
+                is_dir = entry.is_dir(follow_symlinks=False)
+                size = None if is_dir else entry.stat(follow_symlinks=False).st_size
+            except FileNotFoundError:
+                continue  # deleted while we listed
+            except OSError as e:
+                raise StorageError(f"cannot list {entry.path}: {reason(e)}") from e
+            if is_dir:
                 if name.startswith(prefix) or prefix.startswith(name + "/"):
-                    yield from self._walk(Path(entry.path), name, prefix)
-            elif name.startswith(prefix):
-                try:
-                    yield ObjectInfo(name, entry.stat(follow_symlinks=False).st_size)
-                except FileNotFoundError:
-                    continue
+                    try:
+                        yield from self._walk(Path(entry.path), name, prefix)
+                    except (FileNotFoundError, NotADirectoryError):
+                        continue
+            elif name.startswith(prefix) and size is not None:
+                yield ObjectInfo(name, size)
 
     def delete(self, name: str) -> None:
         path = self._path(name)
@@ -182,7 +229,7 @@ class LocalBackend:
         except OSError as e:
             if self._not_an_object(e):
                 return
-            raise StorageError(f"cannot delete {path}: {e.strerror}") from e
+            raise StorageError(f"cannot delete {path}: {reason(e)}") from e
 
     def stat(self, name: str) -> ObjectInfo:
         path = self._path(name)
@@ -191,10 +238,52 @@ class LocalBackend:
         except OSError as e:
             if self._not_an_object(e):
                 raise ObjectNotFound(f"object {name} not found in {self._root}") from e
-            raise StorageError(f"cannot stat {path}: {e.strerror}") from e
+            raise StorageError(f"cannot stat {path}: {reason(e)}") from e
         if not stat.S_ISREG(st.st_mode):
             raise ObjectNotFound(f"object {name} not found in {self._root}")
         return ObjectInfo(name, st.st_size)
+
+    # ---- temporary files ----------------------------------------------------------------
+
+    def list_temporary(self) -> Sequence[TemporaryFile]:
+        """Every ``.tmp-*`` file under the repository, wherever a write left it."""
+        found: list[TemporaryFile] = []
+        pending = [(self._root, "")]
+        while pending:
+            directory, rel = pending.pop()
+            try:
+                entries = _scan(directory)
+            except (FileNotFoundError, NotADirectoryError):
+                continue
+            for entry in entries:
+                name = f"{rel}/{entry.name}" if rel else entry.name
+                try:
+                    if entry.is_dir(follow_symlinks=False):
+                        pending.append((Path(entry.path), name))
+                    elif entry.name.startswith(_TMP_PREFIX):
+                        st = entry.stat(follow_symlinks=False)
+                        found.append(TemporaryFile(name, st.st_size, st.st_mtime))
+                except FileNotFoundError:
+                    continue  # a write finished (renamed) or failed (removed) meanwhile
+                except OSError as e:
+                    raise StorageError(f"cannot list {entry.path}: {reason(e)}") from e
+        return found
+
+    def remove_temporary(self, name: str) -> None:
+        """Remove the temporary file ``name`` (as ``list_temporary`` gives it); already gone
+        is fine. Anything else, an object above all, is refused with ``ValueError``."""
+        path = self._path(name)
+        if not path.name.startswith(_TMP_PREFIX):
+            raise ValueError(f"{name} is not a temporary file")
+        try:
+            st = path.lstat()
+            if not stat.S_ISREG(st.st_mode):
+                raise ValueError(f"{name} is not a temporary file")
+            path.unlink()
+        except OSError as e:
+            if self._not_an_object(e):
+                return
+            raise StorageError(f"cannot remove {path}: {reason(e)}") from e
 
     def close(self) -> None:
         cache: _FdCache | None = getattr(self._local, "fds", None)

@@ -6,10 +6,12 @@ import threading
 from collections.abc import Iterator
 
 from drengine.core.errors import ObjectExists, ObjectNotFound, StorageError
-from drengine.storage.base import Buffer, ObjectInfo, check_name
+from drengine.storage.base import BackendDefaults, Buffer, Capabilities, ObjectInfo, check_name
 
 
-class MemoryBackend:
+class MemoryBackend(BackendDefaults):
+    capabilities = Capabilities()  # nothing optional: no round trips, no Object Lock, no temp files
+
     def __init__(self) -> None:
         self._objects: dict[str, bytes] = {}
         self._lock = threading.Lock()

@@ -8,20 +8,27 @@ Each call retries with exponential backoff and full jitter (a random delay betwe
 ``base * 2**attempt``, capped), so many threads or hosts hitting one throttled endpoint spread
 out instead of retrying in lockstep. A call gives up when the next attempt would start after
 its time budget, and then raises a plain ``StorageError`` naming the last failure.
+
+After a call gave up, the endpoint is taken for dead: calls within ``fail_fast_window`` of the
+last failure get one attempt and no retries (a circuit breaker), so a command on a dead
+endpoint fails once within the budget instead of once per call (removing its lock would
+spend a second budget). Any answer from the backend (a success, a missing object, access
+denied) closes the breaker again.
 """
 
 from __future__ import annotations
 
 import logging
 import random
+import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import TypeVar
 
-from drengine.core.errors import ObjectExists, ObjectNotFound, StorageError, UsageError
-from drengine.storage.base import Backend, Buffer, ObjectInfo
+from drengine.core.errors import ObjectExists, ObjectNotFound, StorageError
+from drengine.storage.base import Backend, BackendWrapper, Buffer, ObjectInfo, TemporaryFile
 
 log = logging.getLogger(__name__)
 
@@ -45,9 +52,12 @@ class RetryPolicy:
     base_delay: float = 0.5  # the first backoff is random in [0, base_delay]
     max_delay: float = 15.0  # cap of one backoff
     max_attempts: int = 50  # a bound even if attempts fail instantly and delays come out tiny
+    # After a call gave up: calls within this many seconds of the last failure get a single
+    # attempt. None: the budget (an endpoint dead for a whole budget is unlikely back sooner).
+    fail_fast_window: float | None = None
 
 
-class RetryingBackend:
+class RetryingBackend(BackendWrapper):
     """Wraps ``inner``; retries ``TransientStorageError`` within ``policy``.
 
     ``sleep``, ``clock`` and ``rng`` are injectable so tests run without waiting.
@@ -62,20 +72,31 @@ class RetryingBackend:
         clock: Callable[[], float] = time.monotonic,
         rng: random.Random | None = None,
     ) -> None:
-        self.inner = inner
+        super().__init__(inner)
         self.policy = policy or RetryPolicy()
         self._sleep = sleep
         self._clock = clock
         self._rng = rng or random.Random()
+        self._breaker_lock = threading.Lock()
+        self._last_failure: float | None = None  # set when a call gives up; None: closed
 
-    @property
-    def location(self) -> str:
-        return self.inner.location
+    # ---- circuit breaker ----------------------------------------------------------------
 
-    @property
-    def remote(self) -> bool:
-        """Whether reads cost a network round trip (the repository then caches metadata)."""
-        return bool(getattr(self.inner, "remote", False))
+    def _seconds_since_dead(self) -> float | None:
+        """Seconds since a call last gave up, if the breaker is open; else None."""
+        with self._breaker_lock:
+            last = self._last_failure
+        if last is None:
+            return None
+        ago = self._clock() - last
+        window = self.policy.fail_fast_window
+        return ago if ago <= (self.policy.budget if window is None else window) else None
+
+    def _set_breaker(self, failed: bool) -> None:
+        with self._breaker_lock:
+            self._last_failure = self._clock() if failed else None
+
+    # ---- retries ------------------------------------------------------------------------
 
     def _call(self, what: str, fn: Callable[[], T]) -> T:
         p = self.policy
@@ -84,16 +105,31 @@ class RetryingBackend:
         while True:
             attempt += 1
             try:
-                return fn()
+                result = fn()
             except TransientStorageError as e:
                 elapsed = self._clock() - start
+                dead_for = self._seconds_since_dead()
+                if dead_for is not None:  # another call gave up: do not spend a budget again
+                    self._set_breaker(failed=True)
+                    done = "not retried" if attempt == 1 else f"gave up after {attempt} attempts"
+                    raise StorageError(
+                        f"{e} ({done}: a call to {self.location} had given up {dead_for:.0f} s "
+                        "before)"
+                    ) from e
                 delay = self._rng.uniform(0.0, min(p.max_delay, p.base_delay * 2 ** (attempt - 1)))
                 if attempt >= p.max_attempts or elapsed + delay > p.budget:
+                    self._set_breaker(failed=True)
                     raise StorageError(
                         f"{e} (gave up after {attempt} attempts in {elapsed:.0f} s)"
                     ) from e
                 log.warning("%s: %s; retrying in %.1f s (attempt %d)", what, e, delay, attempt)
                 self._sleep(delay)
+            except StorageError:
+                self._set_breaker(failed=False)  # an answer (not found, denied): it is alive
+                raise
+            else:
+                self._set_breaker(failed=False)
+                return result
 
     def put(self, name: str, data: Buffer) -> None:
         self._call(f"put {name}", lambda: self.inner.put(name, data))
@@ -141,24 +177,16 @@ class RetryingBackend:
     def stat(self, name: str) -> ObjectInfo:
         return self._call(f"stat {name}", lambda: self.inner.stat(name))
 
-    # Optional S3 Object Lock methods (docs/storage.md), forwarded if the inner backend has them.
-
-    def set_retention(self, mode: str, days: int, exempt: tuple[str, ...] = ()) -> None:
-        set_retention = getattr(self.inner, "set_retention", None)
-        if set_retention is None:
-            raise UsageError(f"{self.location} does not support S3 Object Lock")
-        set_retention(mode, days, exempt)
+    # Optional operations (base.py): retried like the others; set_retention does no I/O.
 
     def object_lock_enabled(self) -> bool:
-        enabled = getattr(self.inner, "object_lock_enabled", None)
-        return enabled is not None and self._call("object lock configuration", enabled) is True
+        return self._call("object lock configuration", self.inner.object_lock_enabled)
 
     def retained_until(self, name: str) -> datetime | None:
-        retained_until = getattr(self.inner, "retained_until", None)
-        if retained_until is None:
-            return None
-        until: datetime | None = self._call(f"retention of {name}", lambda: retained_until(name))
-        return until
+        return self._call(f"retention of {name}", lambda: self.inner.retained_until(name))
 
-    def close(self) -> None:
-        self.inner.close()
+    def list_temporary(self) -> Sequence[TemporaryFile]:
+        return self._call("list temporary files", lambda: [*self.inner.list_temporary()])
+
+    def remove_temporary(self, name: str) -> None:
+        self._call(f"remove {name}", lambda: self.inner.remove_temporary(name))

@@ -18,7 +18,9 @@ exempts (its locks, which must stay deletable), is written with a retention date
 Credentials come from boto3's standard chain; the endpoint from ``endpoint_url``, else
 boto3's own configuration (``AWS_ENDPOINT_URL``, ``AWS_ENDPOINT_URL_S3``, the config file).
 Failures that may pass are raised as ``TransientStorageError`` for ``RetryingBackend``;
-botocore's own retries are off so that one layer decides, with one time budget.
+botocore's own retries are off so that one layer decides, with one time budget. Every
+library failure becomes a ``StorageError`` naming the object and the endpoint
+(``s3_errors``), never "unexpected".
 """
 
 from __future__ import annotations
@@ -29,33 +31,19 @@ import logging
 import os
 import secrets
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 import boto3
 from botocore.config import Config
-from botocore.exceptions import (
-    BotoCoreError,
-    ChecksumError,
-    ClientError,
-    ConnectionClosedError,
-    ConnectionError,
-    ConnectTimeoutError,
-    CredentialRetrievalError,
-    EndpointConnectionError,
-    HTTPClientError,
-    IncompleteReadError,
-    NoCredentialsError,
-    PartialCredentialsError,
-    ReadTimeoutError,
-    SSLError,
-)
+from botocore.exceptions import BotoCoreError, ClientError
 
 from drengine.core.errors import ObjectExists, ObjectNotFound, StorageError, UsageError
-from drengine.storage.base import Buffer, ObjectInfo, check_name
+from drengine.storage.base import BackendDefaults, Buffer, Capabilities, ObjectInfo, check_name
 from drengine.storage.retry import TransientStorageError
+from drengine.storage.s3_errors import EXISTS_CODES, LIBRARY_ERRORS, S3ErrorMapper
 
 if TYPE_CHECKING:
     from types_boto3_s3.client import S3Client
@@ -67,25 +55,6 @@ MULTIPART_THRESHOLD = 64 * MiB  # packs are ~16 MiB: nearly every put is one PUT
 PART_SIZE = 16 * MiB
 _MIN_PART_SIZE = 5 * MiB  # S3's minimum for every part but the last
 
-# Error codes that mean "try again later", whatever the HTTP status (RequestTimeout is a 400).
-_TRANSIENT_CODES = frozenset(
-    {
-        "SlowDown",
-        "Throttling",
-        "ThrottlingException",
-        "TooManyRequests",
-        "TooManyRequestsException",
-        "RequestLimitExceeded",
-        "RequestThrottled",
-        "BandwidthLimitExceeded",
-        "RequestTimeout",
-        "InternalError",
-        "ServiceUnavailable",
-    }
-)
-# Why put_if_absent lost: the key exists (412), or another conditional write to it is in
-# flight (409); either way another writer got there first.
-_EXISTS_CODES = frozenset({"PreconditionFailed", "ConditionalRequestConflict"})
 _PROBE_PREFIX = ".drengine-conditional-write-probe-"  # no repository object has this name
 OBJECT_LOCK_MODES = ("GOVERNANCE", "COMPLIANCE")
 
@@ -132,21 +101,11 @@ def _is_aws(endpoint: str) -> bool:
     return host.endswith((".amazonaws.com", ".amazonaws.com.cn"))
 
 
-def _why(e: Exception) -> str:
-    """A short reason for a network failure; botocore's own messages repeat the whole URL."""
-    if isinstance(e, ReadTimeoutError):
-        return "no answer (read timeout)"
-    if isinstance(e, ConnectTimeoutError):
-        return "no connection (connect timeout)"
-    if isinstance(e, EndpointConnectionError):
-        cause = str(e.kwargs.get("error", ""))
-        return "cannot connect" + (f" ({cause.rsplit(': ', 1)[-1]})" if cause else "")
-    if isinstance(e, ConnectionClosedError):
-        return "connection closed by the server"
-    return str(e)
+class S3Backend(BackendDefaults):
+    # Reads cost a round trip (the repository caches index and snapshots); Object Lock
+    # methods work (whether the bucket has it enabled is object_lock_enabled's answer).
+    capabilities = Capabilities(remote=True, object_lock=True)
 
-
-class S3Backend:
     def __init__(
         self,
         bucket: str,
@@ -197,6 +156,10 @@ class S3Backend:
         except (BotoCoreError, ValueError) as e:  # a bad AWS_PROFILE, endpoint URL, region
             raise UsageError(f"cannot set up S3 access to s3://{bucket}/{self.prefix}: {e}") from e
         self.endpoint: str = self.client.meta.endpoint_url
+        self._errors = S3ErrorMapper(
+            bucket, self._key_prefix, self.location, self.endpoint, self.client.meta.region_name
+        )
+        self._shown_endpoint = self._errors.shown_endpoint  # for messages
         if verify_conditional_writes is None:
             # AWS S3 honours If-None-Match since August 2024; other servers are checked.
             verify_conditional_writes = not _is_aws(self.endpoint)
@@ -234,58 +197,25 @@ class S3Backend:
     def location(self) -> str:
         return f"s3://{self.bucket}/{self.prefix}" if self.prefix else f"s3://{self.bucket}"
 
-    remote = True  # reads cost a round trip: the repository caches index and snapshots
-
     def _key(self, name: str) -> str:
         check_name(name)
         return self._key_prefix + name
 
     # ---- errors -------------------------------------------------------------------------
 
-    def _error(self, e: Exception, op: str, name: str) -> StorageError:
-        """Map a boto3 failure to the contract's exceptions; transient ones are retried."""
-        where = f"s3://{self.bucket}/{self._key_prefix}{name}"
-        if isinstance(e, ClientError):
-            err = e.response.get("Error", {})
-            code = str(err.get("Code", ""))
-            status = int(e.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0))
-            detail = f"{status} {code}: {err.get('Message', '')}".rstrip(": ")
-            if code == "NoSuchBucket":
-                return StorageError(f"bucket {self.bucket} does not exist at {self.endpoint}")
-            # NoSuchUpload (404): a multipart upload vanished, say to a lifecycle rule; a retry
-            # of the put starts a new one.
-            if (
-                code in _TRANSIENT_CODES
-                or code == "NoSuchUpload"
-                or status in (408, 429)
-                or status >= 500
-            ):
-                return TransientStorageError(f"s3 endpoint {self.endpoint}: {op} {where}: {detail}")
-            if code in ("NoSuchKey", "NotFound", "404") or status == 404:
-                return ObjectNotFound(f"object {name} not found in {self.location}")
-            if self._retention is not None and op == "PUT" and code == "InvalidRequest":
-                return StorageError(
-                    f"s3 PUT of {where} with Object Lock retention failed ({detail}): is Object "
-                    f"Lock enabled on bucket {self.bucket}?"
-                )
-            if status == 403:
-                return StorageError(
-                    f"access denied to {where} ({op}, {detail}): check the credentials and "
-                    "the bucket policy"
-                )
-            return StorageError(f"s3 {op} of {where} failed: {detail}")
-        if isinstance(e, SSLError) and "CERTIFICATE_VERIFY_FAILED" in str(e):
-            return StorageError(f"TLS certificate of s3 endpoint {self.endpoint} not trusted: {e}")
-        if isinstance(
-            e, ConnectionError | HTTPClientError | IncompleteReadError | ChecksumError | OSError
-        ):
-            return TransientStorageError(f"cannot reach s3 endpoint {self.endpoint}: {_why(e)}")
-        if isinstance(e, NoCredentialsError | PartialCredentialsError | CredentialRetrievalError):
-            return StorageError(
-                f"no usable credentials for {self.location}: {e} (set AWS_ACCESS_KEY_ID and "
-                "AWS_SECRET_ACCESS_KEY, AWS_PROFILE, or use an instance role)"
+    def _error(self, e: BaseException, op: str, name: str) -> StorageError:
+        """``e`` as the contract's exception (``s3_errors``); transient ones are retried."""
+        return self._errors(e, op, name, retention=self._retention is not None)
+
+    def _field(self, answer: Mapping[str, Any], field: str, op: str, key: str) -> Any:
+        """``answer[field]``; a server that left it out gets a clear error, not a KeyError."""
+        value = answer.get(field)
+        if value is None:
+            raise StorageError(
+                f"s3 {op} of s3://{self.bucket}/{key} at {self._shown_endpoint}: the server's "
+                f"answer has no {field}"
             )
-        return StorageError(f"s3 {op} of {where} failed: {e}")
+        return value
 
     # ---- writes -------------------------------------------------------------------------
 
@@ -293,7 +223,7 @@ class S3Backend:
         key = self._key(name)
         try:
             self._upload(key, data, conditional=False, lock=self._lock_args(name))
-        except (BotoCoreError, ClientError, OSError) as e:
+        except LIBRARY_ERRORS as e:
             raise self._error(e, "PUT", name) from e
 
     def put_if_absent(self, name: str, data: Buffer) -> None:
@@ -304,10 +234,10 @@ class S3Backend:
         try:
             self._upload(key, data, conditional=True, lock=self._lock_args(name))
         except ClientError as e:
-            if e.response.get("Error", {}).get("Code") in _EXISTS_CODES:
+            if e.response.get("Error", {}).get("Code") in EXISTS_CODES:
                 raise ObjectExists(f"object {name} already exists in {self.location}") from e
             raise self._error(e, "PUT", name) from e
-        except (BotoCoreError, OSError) as e:
+        except LIBRARY_ERRORS as e:
             raise self._error(e, "PUT", name) from e
 
     def _upload(self, key: str, data: Buffer, conditional: bool, lock: dict[str, Any]) -> None:
@@ -329,7 +259,7 @@ class S3Backend:
         up = self.client.create_multipart_upload(
             Bucket=self.bucket, Key=key, **self.write_args, **lock
         )
-        upload_id = up["UploadId"]
+        upload_id = self._field(up, "UploadId", "CreateMultipartUpload", key)
         try:
             view = memoryview(data)
             parts: list[dict[str, Any]] = []
@@ -343,7 +273,8 @@ class S3Backend:
                     Body=chunk,
                     **self._md5_arg(chunk, lock),
                 )
-                parts.append({"PartNumber": number, "ETag": part["ETag"]})
+                etag = self._field(part, "ETag", "UploadPart", key)
+                parts.append({"PartNumber": number, "ETag": etag})
             self.client.complete_multipart_upload(
                 Bucket=self.bucket,
                 Key=key,
@@ -354,7 +285,7 @@ class S3Backend:
         except BaseException:
             try:  # never leave billed, invisible parts behind
                 self.client.abort_multipart_upload(Bucket=self.bucket, Key=key, UploadId=upload_id)
-            except (BotoCoreError, ClientError) as e:
+            except LIBRARY_ERRORS as e:  # the original failure is the one to report
                 log.warning("cannot abort multipart upload of %s: %s", key, e)
             raise
 
@@ -393,7 +324,7 @@ class S3Backend:
                 if code not in ("ObjectLockConfigurationNotFoundError", "NotImplemented"):
                     raise self._error(e, "GET object lock configuration", "") from e
                 self._bucket_locked = False  # none set, or a server without Object Lock
-            except (BotoCoreError, OSError) as e:
+            except LIBRARY_ERRORS as e:
                 raise self._error(e, "GET object lock configuration", "") from e
         return self._bucket_locked
 
@@ -415,7 +346,7 @@ class S3Backend:
         key = self._key(name)
         try:
             head = self.client.head_object(Bucket=self.bucket, Key=key)
-        except (BotoCoreError, ClientError, OSError) as e:
+        except LIBRARY_ERRORS as e:
             err = self._error(e, "HEAD", name)
             if isinstance(err, ObjectNotFound):
                 return None
@@ -437,22 +368,22 @@ class S3Backend:
                         )
                         honoured = False
                     except ClientError as e:
-                        if e.response.get("Error", {}).get("Code") not in _EXISTS_CODES:
+                        if e.response.get("Error", {}).get("Code") not in EXISTS_CODES:
                             raise
                         honoured = True
                     finally:
                         self.client.delete_object(Bucket=self.bucket, Key=key)
-                except (BotoCoreError, ClientError, OSError) as e:
+                except LIBRARY_ERRORS as e:
                     raise self._error(e, "conditional-write check", name) from e
                 if not honoured:
-                    log.warning("s3 endpoint %s ignores If-None-Match", self.endpoint)
+                    log.warning("s3 endpoint %s ignores If-None-Match", self._shown_endpoint)
                 self._conditional_ok = honoured
             return self._conditional_ok
 
     def _put_if_absent_unsafe(self, name: str, key: str, data: Buffer) -> None:
         if not self._unsafe:
             raise StorageError(
-                f"the S3 server at {self.endpoint} ignores conditional writes "
+                f"the S3 server at {self._shown_endpoint} ignores conditional writes "
                 "(If-None-Match), so drengine cannot create locks safely there; upgrade the "
                 f"server, or set {ENV_UNSAFE_NO_CONDITIONAL}=1 to accept racy locks"
             )
@@ -483,7 +414,7 @@ class S3Backend:
             if e.response.get("Error", {}).get("Code") == "InvalidRange":  # offset >= size
                 raise self._short(name, offset, length, 0) from e
             raise self._error(e, "GET", name) from e
-        except (BotoCoreError, OSError) as e:
+        except LIBRARY_ERRORS as e:
             raise self._error(e, "GET", name) from e
         if length is None:
             return data
@@ -514,9 +445,9 @@ class S3Backend:
         key = self._key(name)
         try:
             head = self.client.head_object(Bucket=self.bucket, Key=key)
-        except (BotoCoreError, ClientError, OSError) as e:
+        except LIBRARY_ERRORS as e:
             raise self._error(e, "HEAD", name) from e
-        return ObjectInfo(name, int(head["ContentLength"]))
+        return ObjectInfo(name, int(self._field(head, "ContentLength", "HEAD", key)))
 
     def list(self, prefix: str) -> Iterator[ObjectInfo]:
         token: str | None = None
@@ -526,19 +457,20 @@ class S3Backend:
             args: dict[str, Any] = {"ContinuationToken": token} if token else {}
             try:
                 page = self.client.list_objects_v2(Bucket=self.bucket, Prefix=full, **args)
-            except (BotoCoreError, ClientError, OSError) as e:
+            except LIBRARY_ERRORS as e:
                 raise self._error(e, "LIST", prefix) from e
             for obj in page.get("Contents", []):
+                key = str(self._field(obj, "Key", "LIST", full))
                 # Servers that store keys as file paths (SeaweedFS) match "p//" like "p/".
-                if not obj["Key"].startswith(full):
+                if not key.startswith(full):
                     continue
-                name = obj["Key"][cut:]
+                name = key[cut:]
                 try:
                     check_name(name)  # skip "folder" markers ("data/") that consoles create
                 except ValueError:
                     continue
                 if not name.startswith(_PROBE_PREFIX):
-                    yield ObjectInfo(name, int(obj["Size"]))
+                    yield ObjectInfo(name, int(self._field(obj, "Size", "LIST", key)))
             if not page.get("IsTruncated"):
                 return
             token = page.get("NextContinuationToken")
@@ -553,7 +485,7 @@ class S3Backend:
             err = self._error(e, "DELETE", name)
             if not isinstance(err, ObjectNotFound):  # deleting a missing object is fine
                 raise err from e
-        except (BotoCoreError, OSError) as e:
+        except LIBRARY_ERRORS as e:
             raise self._error(e, "DELETE", name) from e
 
     def close(self) -> None:

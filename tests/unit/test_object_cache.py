@@ -60,3 +60,37 @@ def test_other_prefixes_pass_through(tmp_path: Path) -> None:
     assert cache.get("data/ab/abc") == b"pack"
     assert inner.gets == 2
     assert not (tmp_path / "data").exists()
+
+
+def test_threads_caching_one_object_at_once(tmp_path: Path) -> None:
+    import threading
+
+    inner = CountingBackend()
+    data = b"an index object read by every thread" * 1000
+    name = _name("index/", data)
+    inner.put(name, data)
+    cache = CachingBackend(inner, tmp_path, ("index/",))
+    barrier = threading.Barrier(8)
+    got: list[bytes] = []
+
+    def read() -> None:
+        barrier.wait()
+        got.append(cache.get(name))
+
+    threads = [threading.Thread(target=read) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert got == [data] * 8
+    assert (tmp_path / name).read_bytes() == data
+    assert list(tmp_path.rglob(".tmp-*")) == []
+
+
+def test_is_a_backend_with_the_inner_capabilities(tmp_path: Path) -> None:
+    from drengine.storage.base import Backend
+
+    cache = CachingBackend(MemoryBackend(), tmp_path, ("index/",))
+    assert isinstance(cache, Backend)
+    assert cache.capabilities == MemoryBackend.capabilities
+    assert cache.retained_until("index/x") is None

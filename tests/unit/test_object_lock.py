@@ -31,7 +31,7 @@ from drengine.engine.restore import run_restore
 from drengine.repository import layout
 from drengine.repository.config import Config, Settings, open_settings, read_header
 from drengine.repository.repo import Repository
-from drengine.storage.base import Backend, Buffer
+from drengine.storage.base import Backend, Buffer, Capabilities
 from drengine.storage.local import LocalBackend
 from drengine.storage.memory import MemoryBackend
 from drengine.storage.retry import RetryingBackend
@@ -319,6 +319,8 @@ def test_prune_on_s3_keeps_retained_packs_until_a_later_prune(
 
 class RetainingMemory(MemoryBackend):
     """Keeps a retention date per object as S3 Object Lock does; an early delete fails."""
+
+    capabilities = Capabilities(object_lock=True)
 
     def __init__(self) -> None:
         super().__init__()

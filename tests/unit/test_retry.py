@@ -258,3 +258,128 @@ def test_put_if_absent_taken_without_any_retry_is_object_exists() -> None:
     inner.put("locks/l", b"same bytes")
     with pytest.raises(ObjectExists):
         _wrap(inner, clock).put_if_absent("locks/l", b"same bytes")
+
+
+# ---- circuit breaker: a dead endpoint costs one budget, not one per call ----------------------
+
+
+def test_after_a_call_gave_up_further_calls_get_one_attempt() -> None:
+    clock = Clock()
+    inner = Flaky(clock, up_at=float("inf"), attempt_cost=1.0)
+    b = _wrap(inner, clock)
+    with pytest.raises(StorageError, match="gave up after"):
+        b.put("snapshots/s1", b"snapshot")
+    gave_up_at, calls, sleeps = clock.now, inner.calls, len(clock.sleeps)
+    # What a command does next: remove its lock. One attempt, no second budget.
+    with pytest.raises(StorageError, match="not retried") as exc:
+        b.delete("locks/mine")
+    assert not isinstance(exc.value, TransientStorageError)
+    assert "cannot reach s3 endpoint" in str(exc.value)
+    assert inner.calls == calls + 1 and len(clock.sleeps) == sleeps
+    assert clock.now - gave_up_at <= 1.0
+    with pytest.raises(StorageError, match="not retried"):
+        b.stat("config")
+    assert inner.calls == calls + 2
+
+
+def test_the_whole_command_fails_within_one_budget() -> None:
+    clock = Clock()
+    start = clock.now
+    inner = Flaky(clock, up_at=float("inf"), attempt_cost=10.0)
+    b = _wrap(inner, clock)
+    for op in (lambda: b.get("config"), lambda: b.put("data/x", b"x"), lambda: b.delete("l")):
+        with pytest.raises(StorageError):
+            op()
+    assert clock.now - start <= RetryPolicy().budget + 3 * 10.0
+
+
+def test_a_success_closes_the_breaker() -> None:
+    clock = Clock()
+    inner = Flaky(clock, up_at=float("inf"))
+    b = _wrap(inner, clock)
+    with pytest.raises(StorageError):
+        b.get("config")
+    inner.up_at = clock.now  # the endpoint is back
+    b.put("config", b"c")
+    inner.up_at = clock.now + 20  # a short outage again: ridden out with retries
+    assert b.get("config") == b"c"
+    assert inner.calls > 3
+
+
+def test_an_answer_other_than_success_also_closes_it() -> None:
+    clock = Clock()
+    inner = Flaky(clock, up_at=float("inf"))
+    b = _wrap(inner, clock)
+    with pytest.raises(StorageError):
+        b.get("config")
+    inner.up_at = clock.now
+    with pytest.raises(ObjectNotFound):  # the endpoint answered: it is alive
+        b.get("config")
+    inner.up_at = clock.now + 20
+    b.put("config", b"c")  # retried again
+
+
+def test_after_the_window_calls_are_retried_again() -> None:
+    clock = Clock()
+    inner = Flaky(clock, up_at=float("inf"))
+    b = _wrap(inner, clock, budget=60.0)
+    with pytest.raises(StorageError):
+        b.get("config")
+    clock.now += 61  # longer than the window (the budget by default) since the last failure
+    inner.up_at = clock.now + 20
+    b.put("config", b"c")
+    assert inner.get("config") == b"c"
+
+
+def test_window_is_configurable_and_extended_by_fast_failures() -> None:
+    clock = Clock()
+    inner = Flaky(clock, up_at=float("inf"))
+    b = _wrap(inner, clock, budget=60.0, fail_fast_window=10.0)
+    with pytest.raises(StorageError):
+        b.get("config")
+    for _ in range(3):  # each fast failure is new evidence: the window starts again
+        clock.now += 8
+        with pytest.raises(StorageError, match="not retried"):
+            b.stat("config")
+    clock.now += 11
+    inner.up_at = clock.now + 5
+    MemoryBackend.put(inner, "config", b"c")
+    assert b.stat("config") == ObjectInfo("config", 1)  # retried through the outage
+
+
+def test_calls_in_flight_stop_retrying_when_another_gives_up() -> None:
+    clock = Clock()
+    inner = Flaky(clock, up_at=float("inf"))
+    b = _wrap(inner, clock)
+    calls = {"n": 0}
+
+    def other_call_gives_up(seconds: float) -> None:
+        calls["n"] += 1
+        clock.sleep(seconds)
+        if calls["n"] == 2:  # meanwhile, another thread's call gave up
+            b._set_breaker(failed=True)
+
+    b._sleep = other_call_gives_up
+    with pytest.raises(StorageError, match="gave up after 3 attempts: a call to memory:"):
+        b.get("config")
+
+
+# ---- capabilities and optional operations are the inner backend's --------------------------
+
+
+def test_capabilities_and_optional_operations_are_forwarded() -> None:
+    from drengine.storage.base import Capabilities
+
+    class Locked(MemoryBackend):
+        capabilities = Capabilities(remote=True, object_lock=True)
+
+        def object_lock_enabled(self) -> bool:
+            return True
+
+    clock = Clock()
+    b = RetryingBackend(Locked(), sleep=clock.sleep, clock=clock)
+    assert b.capabilities == Capabilities(remote=True, object_lock=True)
+    assert b.remote is True
+    assert b.object_lock_enabled() is True
+    assert RetryingBackend(MemoryBackend()).capabilities == Capabilities()
+    assert RetryingBackend(MemoryBackend()).remote is False

@@ -6,21 +6,32 @@ dead-endpoint test, which connects to a closed port on 127.0.0.1.
 
 from __future__ import annotations
 
+import http.client
 import os
 import socket
+import ssl
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
+import urllib3.exceptions
 from botocore.exceptions import (
     ClientError,
+    ConnectionClosedError,
+    ConnectTimeoutError,
     EndpointConnectionError,
+    FlexibleChecksumError,
     NoCredentialsError,
+    ParamValidationError,
+    PartialCredentialsError,
     ReadTimeoutError,
+    SSLError,
+    TokenRetrievalError,
 )
 from moto import mock_aws
 
 from drengine.core.errors import ObjectExists, ObjectNotFound, StorageError, UsageError
+from drengine.storage.base import Capabilities
 from drengine.storage.retry import RetryingBackend, TransientStorageError
 from drengine.storage.s3 import S3Backend, parse_s3_url
 from drengine.storage.url import open_backend
@@ -371,3 +382,164 @@ def test_bad_aws_configuration_is_a_usage_error(
     monkeypatch.setenv(var, value)
     with pytest.raises(UsageError, match="cannot set up S3 access to s3://bkt/p"):
         open_backend("s3://bkt/p")
+
+
+# ---- every library failure becomes one clear StorageError --------------------------------------
+
+_WHERE = f"s3://{BUCKET}/repo/config"
+_SECRET = "s3cr3t-Value-That-Must-Not-Show"
+
+
+def _raising(error: BaseException) -> Any:
+    def raise_it(**_: Any) -> None:
+        raise error
+
+    return raise_it
+
+
+@pytest.mark.parametrize(
+    ("error", "kind", "says"),
+    [
+        (NoCredentialsError(), StorageError, "no usable credentials"),
+        (
+            PartialCredentialsError(provider="env", cred_var="AWS_SECRET_ACCESS_KEY"),
+            StorageError,
+            "no usable credentials",
+        ),
+        (TokenRetrievalError(provider="sso", error_msg="expired"), StorageError, "credentials"),
+        (EndpointConnectionError(endpoint_url="http://x"), TransientStorageError, "cannot reach"),
+        (ConnectTimeoutError(endpoint_url="http://x"), TransientStorageError, "connect timeout"),
+        (ReadTimeoutError(endpoint_url="http://x"), TransientStorageError, "read timeout"),
+        (ParamValidationError(report="Invalid bucket name"), StorageError, "Invalid bucket"),
+        (
+            FlexibleChecksumError(error_msg="Expected checksum AAAA did not match"),
+            TransientStorageError,
+            "cannot reach",
+        ),
+        (
+            SSLError(endpoint_url="https://x", error="[Errno 2] No such file or directory"),
+            StorageError,
+            "AWS_CA_BUNDLE",
+        ),
+        (
+            SSLError(endpoint_url="https://x", error="EOF occurred in violation of protocol"),
+            TransientStorageError,
+            "cannot reach",
+        ),
+        (
+            ssl.SSLCertVerificationError(1, "[SSL: CERTIFICATE_VERIFY_FAILED] certificate verify"),
+            StorageError,
+            "TLS",
+        ),
+        (urllib3.exceptions.ProtocolError("Connection aborted."), TransientStorageError, "aborted"),
+        (http.client.IncompleteRead(b"abc", 10), TransientStorageError, "cannot reach"),
+        (ConnectionResetError(104, "Connection reset by peer"), TransientStorageError, "reset"),
+        (_client_error(501, "NotImplemented"), StorageError, "does not implement"),
+        (_client_error(403, "InvalidObjectState"), StorageError, "archive storage class"),
+        (_client_error(301, "PermanentRedirect"), StorageError, "AWS_DEFAULT_REGION"),
+        (_client_error(400, "AuthorizationHeaderMalformed"), StorageError, "region"),
+        (_client_error(403, "RequestTimeTooSkewed"), StorageError, "clock"),
+        (_client_error(403, "InvalidAccessKeyId"), StorageError, "rejected the credentials"),
+        (_client_error(400, "ExpiredToken"), StorageError, "rejected the credentials"),
+        (_client_error(400, "SomethingNobodyHeardOf"), StorageError, "SomethingNobodyHeardOf"),
+        (ClientError({}, "HeadObject"), StorageError, "failed"),
+    ],
+)
+def test_library_failures_map_to_one_sentence(
+    moto: None,
+    monkeypatch: pytest.MonkeyPatch,
+    error: BaseException,
+    kind: type[StorageError],
+    says: str,
+) -> None:
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", _SECRET)
+    b = _backend(verify_conditional_writes=False)
+    for operation in ("HeadObject", "GetObject", "PutObject", "DeleteObject", "ListObjectsV2"):
+        b.client.meta.events.register(f"before-call.s3.{operation}", _raising(error))
+    calls: list[Any] = [
+        lambda: b.stat("config"),
+        lambda: b.get("config", 0, 4),
+        lambda: b.put("config", b"c"),
+        lambda: b.put_if_absent("config", b"c"),
+        lambda: b.delete("config"),
+        lambda: list(b.list("config")),
+    ]
+    for call in calls:
+        with pytest.raises(StorageError) as exc:
+            call()
+        assert type(exc.value) is kind, (call, exc.value)
+        message = str(exc.value)
+        assert says in message
+        assert f"s3://{BUCKET}/repo/config" in message or "does not exist" in message
+        assert _SECRET not in message and "\n" not in message.strip()
+
+
+class _BrokenBody:
+    def __init__(self, failure: BaseException) -> None:
+        self.failure = failure
+
+    def read(self) -> bytes:
+        raise self.failure
+
+
+@pytest.mark.parametrize(
+    "failure",
+    [
+        urllib3.exceptions.ProtocolError("Connection broken: IncompleteRead"),
+        urllib3.exceptions.DecodeError("bad gzip"),
+        http.client.IncompleteRead(b"", 5),
+        ssl.SSLError("record layer failure"),
+    ],
+)
+def test_errors_while_reading_a_body_are_mapped(
+    moto: None, monkeypatch: pytest.MonkeyPatch, failure: BaseException
+) -> None:
+    b = _backend()
+    answer = {"Body": _BrokenBody(failure), "ResponseMetadata": {"HTTPStatusCode": 206}}
+    monkeypatch.setattr(b.client, "get_object", lambda **_: answer)
+    with pytest.raises(TransientStorageError, match=f"GET {_WHERE}"):
+        b.get("config", 0, 5)
+
+
+def test_malformed_answers_are_storage_errors(moto: None, monkeypatch: pytest.MonkeyPatch) -> None:
+    b = _backend()
+    monkeypatch.setattr(b.client, "head_object", lambda **_: {})
+    with pytest.raises(StorageError, match=f"HEAD of {_WHERE} .*has no ContentLength"):
+        b.stat("config")
+    monkeypatch.setattr(
+        b.client, "list_objects_v2", lambda **_: {"Contents": [{"Key": "repo/config"}]}
+    )
+    with pytest.raises(StorageError, match="has no Size"):
+        list(b.list(""))
+
+
+def test_failed_abort_does_not_hide_the_upload_failure(moto: None) -> None:
+    b = _multipart_backend()
+    b.client.meta.events.register(
+        "before-call.s3.UploadPart", _raising(EndpointConnectionError(endpoint_url="http://x"))
+    )
+    b.client.meta.events.register(
+        "before-call.s3.AbortMultipartUpload", _raising(urllib3.exceptions.ProtocolError("gone"))
+    )
+    with pytest.raises(TransientStorageError, match="cannot connect"):
+        b.put("data/ab/abcd", os.urandom(7 * MiB))
+
+
+def test_a_password_in_the_endpoint_url_never_shows() -> None:
+    url = f"http://user:pw-{_SECRET}@127.0.0.1:{_closed_port()}"
+    b = S3Backend("bkt", "p", endpoint_url=url, connect_timeout=2)
+    for call in (lambda: b.stat("config"), lambda: b.put("config", b"x")):
+        with pytest.raises(TransientStorageError) as exc:
+            call()
+        assert _SECRET not in str(exc.value)
+        assert "cannot reach s3 endpoint http://127.0.0.1:" in str(exc.value)
+    closed = b._error(ConnectionClosedError(endpoint_url=url + "/bkt/p/config"), "GET", "config")
+    assert _SECRET not in str(closed) and type(closed) is TransientStorageError
+
+
+def test_s3_capabilities(moto: None) -> None:
+    b = _backend()
+    assert b.capabilities == Capabilities(remote=True, object_lock=True)
+    assert b.remote is True
+    assert b.list_temporary() == []
+    assert open_backend("s3://bkt/p").capabilities.remote is True  # through the retry wrapper
