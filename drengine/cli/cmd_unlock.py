@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import typer
 
 from drengine.cli.main import app
@@ -17,7 +19,8 @@ def unlock(
     ),
 ) -> None:
     """Remove stale locks (not refreshed for 30 minutes, or of a dead process on this host)."""
-    locks = Locks(open_repository())
+    repo = open_repository()
+    locks = Locks(repo)
     removed = 0
     for lock in locks.list():
         stale = locks.stale(lock)
@@ -27,4 +30,8 @@ def unlock(
             err_console.print(f"removed {'stale ' if stale else ''}{lock.describe()}", markup=False)
         else:
             err_console.print(f"kept live {lock.describe()}", markup=False)
-    typer.echo(f"removed {removed} locks")
+    # A lock written halfway by a killed process (its temporary file); a live writer's lives
+    # for milliseconds.
+    halves = repo.remove_leftovers({"locks": 60.0}, time.time())
+    extra = f" and {len(halves)} half-written ones" if halves else ""
+    typer.echo(f"removed {removed} locks{extra}")

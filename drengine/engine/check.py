@@ -12,6 +12,7 @@ its trailer compared with the index, and every blob decrypted and checked agains
 from __future__ import annotations
 
 import random
+import time
 from collections import defaultdict
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -133,11 +134,22 @@ def tree_problems(nodes: list[Node]) -> list[str]:
     return problems
 
 
+# Temporary files younger than this may belong to a backup running right now.
+LEFTOVER_AGE = 3600.0
+
+
 def _check_locks_and_leftovers(repo: Repository, res: CheckResult) -> None:
     locks = Locks(repo)
     for lock in locks.list():
         if locks.stale(lock):
             res.warnings.append(f"stale {lock.describe()} (drengine unlock removes it)")
+    now = time.time()
+    old = [t for t in repo.leftovers() if now - t.mtime > LEFTOVER_AGE]
+    for tmp in old:
+        res.warnings.append(
+            f"{tmp.name}: temporary file of a killed or failed write, {tmp.size} bytes "
+            "(prune removes it)"
+        )
 
 
 def _read_pack(

@@ -21,6 +21,7 @@ A prune killed at any point leaves every snapshot restorable.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -64,6 +65,7 @@ class PruneResult:
     bytes_freed: int = 0
     bytes_repacked: int = 0
     index_objects_replaced: int = 0
+    leftovers_removed: int = 0  # temporary files of killed or failed writes
     notes: list[str] = field(default_factory=list)
     kept_locked: list[LockedObject] = field(default_factory=list)
 
@@ -111,6 +113,8 @@ def _prune(
     retained: Callable[[str], datetime | None],
 ) -> PruneResult:
     res = PruneResult(dry_run)
+    if not dry_run:
+        _remove_leftovers(repo, res)
     say("loading indexes")
     index_sizes = repo.index_sizes()
     old_indexes = list(index_sizes)
@@ -219,6 +223,18 @@ def _prune(
         lock.check_valid()
         repo.delete_pack(pack_id)
     return res
+
+
+# Under the exclusive lock nobody writes packs, index objects or snapshots: every leftover
+# there is dead. Locks and key files are written without that lock: only old ones go.
+_LEFTOVER_AGE = {"data": 0.0, "index": 0.0, "snapshots": 0.0, "keys": 600.0, "locks": 600.0}
+
+
+def _remove_leftovers(repo: Repository, res: PruneResult) -> None:
+    """First of all, so that on a full disk the repacking below has room to write."""
+    removed = repo.remove_leftovers(_LEFTOVER_AGE, time.time())
+    res.leftovers_removed = len(removed)
+    res.bytes_freed += sum(t.size for t in removed)
 
 
 def _worth_repacking(plan: _PackPlan, size: int, max_unused: float) -> bool:

@@ -7,7 +7,6 @@ import os
 import threading
 from collections.abc import Collection
 from datetime import UTC, datetime
-from typing import cast
 
 import blake3
 
@@ -51,7 +50,7 @@ from drengine.repository.pack import (
     parse_trailer_parts,
     trailer_length,
 )
-from drengine.storage.base import Backend
+from drengine.storage.base import Backend, TemporaryFile
 from drengine.storage.cache import CachingBackend
 
 log = logging.getLogger(__name__)
@@ -152,7 +151,7 @@ class Repository:
                 continue
             settings = open_settings(sealed, repo_id, keys.encryption)
             _enable_retention(backend, settings, creating=False)
-            if getattr(backend, "remote", False):
+            if backend.capabilities.remote:
                 # Index and snapshots are read by nearly every command: keep local copies.
                 backend = CachingBackend(
                     backend, repo_cache_dir(repo_id) / "objects", (layout.INDEX, layout.SNAPSHOTS)
@@ -324,8 +323,29 @@ class Repository:
 
     def retained_until(self, name: str) -> datetime | None:
         """The end of an object's S3 Object Lock retention; None where there is none."""
-        ask = getattr(self.backend, "retained_until", None)
-        return None if ask is None else cast("datetime | None", ask(name))
+        if not self.backend.capabilities.object_lock:
+            return None
+        return self.backend.retained_until(name)
+
+    # ---- leftovers of killed or failed writes (the local backend's temporary files) --------
+
+    def leftovers(self) -> list[TemporaryFile]:
+        if not self.backend.capabilities.temporary_files:
+            return []
+        return list(self.backend.list_temporary())
+
+    def remove_leftovers(self, older_than: dict[str, float], now: float) -> list[TemporaryFile]:
+        """Remove temporary files whose directory (``data``, ``locks``, ...) maps to an age in
+        seconds they are older than; directories not named are left alone. Returns what was
+        removed."""
+        removed = []
+        for tmp in self.leftovers():
+            top = tmp.name.split("/", 1)[0] if "/" in tmp.name else ""
+            limit = older_than.get(top)
+            if limit is not None and now - tmp.mtime > limit:
+                self.backend.remove_temporary(tmp.name)
+                removed.append(tmp)
+        return removed
 
     def pack_missing(self, pack_id: bytes) -> None:
         """A read found the pack gone: use other copies of its blobs from now on."""
@@ -467,9 +487,8 @@ def _enable_retention(backend: Backend, settings: Settings, *, creating: bool) -
     the repository's S3 Object Lock retention (docs/storage.md)."""
     if not settings.object_lock_mode:
         return
-    enabled = getattr(backend, "object_lock_enabled", None)
     where = backend.location
-    if enabled is None:
+    if not backend.capabilities.object_lock:
         if creating:
             raise UsageError(f"S3 Object Lock needs an s3:// repository, not {where}")
         # A copy of the repository on other storage (3-2-1) must still open and restore.
@@ -479,12 +498,12 @@ def _enable_retention(backend: Backend, settings: Settings, *, creating: bool) -
             where,
         )
         return
-    if creating and not enabled():
+    if creating and not backend.object_lock_enabled():
         raise StorageError(
             f"the bucket of {where} does not have S3 Object Lock enabled: create the bucket "
             "with Object Lock, or enable it on a versioned bucket (docs/storage.md)"
         )
-    backend.set_retention(  # type: ignore[attr-defined]
+    backend.set_retention(
         settings.object_lock_mode, settings.object_lock_days, (layout.LOCKS,)
     )
 
