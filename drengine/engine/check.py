@@ -82,6 +82,8 @@ def _run_check(
     say("checking snapshots and trees")
     _check_trees(repo, res)
     _check_locks_and_leftovers(repo, res)
+    for name, why in sorted(repo.damaged_key_files().items()):
+        res.errors.append(f"key file {name}: {why}")
     for name, why in sorted(repo.strays.found.items()):
         if not any(name == w for w in repo.strays.misplaced.values()):
             res.errors.append(f"{name}: {why}")

@@ -143,6 +143,8 @@ def _prune(
         if entry.pack_id not in stored:
             continue
         plan = plans.setdefault(entry.pack_id, _PackPlan(stored[entry.pack_id]))
+        if entry.offset + entry.length > stored[entry.pack_id]:
+            continue  # beyond the end of a truncated pack: not really stored
         if bid in used and bid not in placed:
             placed.add(bid)
             plan.keep.append((bid, entry))

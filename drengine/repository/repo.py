@@ -5,10 +5,11 @@ from __future__ import annotations
 import logging
 import os
 import threading
-from collections.abc import Collection
+from collections.abc import Mapping
 from datetime import UTC, datetime
 
 import blake3
+import numpy as np
 
 from drengine.core.cache_dir import repo_cache_dir
 from drengine.core.errors import (
@@ -170,6 +171,22 @@ class Repository:
         self.backend.put(layout.KEYS + oid, data)
         return oid
 
+    def damaged_key_files(self) -> dict[str, str]:
+        """Key file name -> what is wrong, for ``check`` (``open`` skips them already)."""
+        bad = {}
+        for item in list_objects(self.backend, layout.KEYS, self.strays):
+            name = layout.KEYS + item.oid
+            try:
+                data = self.backend.get(name)
+                if layout.object_id(data) != item.oid:
+                    raise ValueError("it does not match its name (damaged)")
+                key_file_meta(data)
+            except ObjectNotFound:
+                continue
+            except (ValueError, TypeError) as e:
+                bad[name] = str(e)
+        return bad
+
     def key_files(self) -> list[tuple[str, dict[str, object]]]:
         """(ID, plain metadata) of every key file."""
         out = []
@@ -232,12 +249,13 @@ class Repository:
         """Index object ID -> stored size."""
         return {o.oid: o.size for o in list_objects(self.backend, layout.INDEX, self.strays)}
 
-    def load_index(self, present: Collection[bytes] | None = None) -> None:
+    def load_index(self, present: Mapping[bytes, int] | None = None) -> None:
         """Read every index object into a fresh in-memory index: a second call replaces the
         first, it never adds to it. Superseded objects are skipped; damaged ones are
         reported and skipped (``repair index`` rebuilds the index from the packs). With
-        ``present`` (the packs in storage), entries of any other pack are left out, so a
-        backup stores their blobs again instead of deduplicating against lost data."""
+        ``present`` (pack ID -> stored size, from ``list_packs``), entries of any other pack,
+        and entries beyond the end of a truncated pack, are left out, so a backup stores
+        their blobs again instead of deduplicating against lost data."""
         loaded = {}
         for item in list_objects(self.backend, layout.INDEX, self.strays):
             name = layout.INDEX + item.oid
@@ -256,8 +274,11 @@ class Repository:
             if oid in superseded:
                 continue
             for pack_id, records in packs:
-                if present is None or pack_id in present:
+                if present is None:
                     index.stage_pack_array(pack_id, records)
+                elif pack_id in present:
+                    ends = records["offset"].astype(np.uint64) + records["length"]
+                    index.stage_pack_array(pack_id, records[ends <= present[pack_id]])
         index.build()
         self.index = index
 
