@@ -90,7 +90,7 @@ def _run_backup(
     paths = _normalize(opts.paths)
     repo.load_index(present=repo.list_packs())
     # Uploads to object storage wait on round trips, not on the disk: more of them in flight.
-    saver = BlobSaver(repo, uploaders=4 if repo.backend.capabilities.remote else 2)
+    saver = BlobSaver(repo, uploaders=4 if repo.remote else 2)
     cache = (
         FilesCache.open_or_none(repo_cache_dir(repo.id) / "files.sqlite")
         if opts.use_files_cache

@@ -92,6 +92,15 @@ class Repository:
     def settings(self) -> Settings:
         return self.config.settings
 
+    @property
+    def remote(self) -> bool:
+        """Whether storage is across a network (more uploads in flight pay off)."""
+        return self.backend.capabilities.remote
+
+    @property
+    def location(self) -> str:
+        return self.backend.location
+
     # ---- creating and opening -------------------------------------------------------------
 
     @classmethod
