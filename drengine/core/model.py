@@ -25,6 +25,16 @@ def _unb64(text: str) -> bytes:
     return base64.b64decode(text.encode("ascii"), validate=True)
 
 
+def load_json(data: bytes | str) -> Any:
+    """``json.loads`` for stored documents: nesting deeper than the parser's recursion limit
+    (a crafted ``[[[[...``) is a ``ValueError`` like any malformed JSON, not a
+    ``RecursionError`` that escapes every handler."""
+    try:
+        return json.loads(data)
+    except RecursionError:
+        raise ValueError("JSON nested too deeply") from None
+
+
 @dataclass(slots=True)
 class Node:
     name: bytes
@@ -217,7 +227,7 @@ def encode_tree(nodes: list[Node]) -> bytes:
 def decode_tree(data: bytes) -> list[Node]:
     """The nodes of a tree blob. ``ValueError`` if it is not a tree at all; a node whose
     fields are wrong comes back with ``invalid`` saying why (see ``Node.from_dict``)."""
-    doc = json.loads(data)
+    doc = load_json(data)
     if not isinstance(doc, dict) or not isinstance(doc.get("nodes"), list):
         raise ValueError("not a tree object")
     return [Node.from_dict(d) for d in doc["nodes"]]
@@ -263,7 +273,7 @@ class Snapshot:
     @classmethod
     def from_bytes(cls, data: bytes, snapshot_id: str) -> Snapshot:
         """Parse and type-check a snapshot document; ``ValueError`` if it is not one."""
-        d = json.loads(data)
+        d = load_json(data)
         if not isinstance(d, dict):
             raise ValueError("not a JSON object")
         source = d.get("source", {})

@@ -21,6 +21,7 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from drengine.core.errors import IntegrityError, WrongPassword
+from drengine.core.model import load_json
 
 KEYFILE_VERSION = 1
 _KEYFILE_AAD = b"drengine key file v1"
@@ -36,6 +37,8 @@ def b64e(data: bytes) -> str:
 def b64d(text: str) -> bytes:
     """Strict base64: only the canonical encoding of some bytes is accepted, so no two
     strings (say, differing in unused padding bits) decode to the same key material."""
+    if not isinstance(text, str):  # a JSON number or list where base64 belongs
+        raise ValueError("not a base64 string")
     data = base64.b64decode(text.encode("ascii"), validate=True)
     if base64.b64encode(data).decode("ascii") != text:
         raise ValueError("not canonical base64")
@@ -64,8 +67,14 @@ class MasterKeys:
 
     @classmethod
     def from_json(cls, data: bytes) -> MasterKeys:
-        d = json.loads(data)
-        return cls(b64d(d["encryption"]), b64d(d["chunk_id"]), int(d["chunker_seed"]))
+        d = load_json(data)
+        keys = cls(b64d(d["encryption"]), b64d(d["chunk_id"]), int(d["chunker_seed"]))
+        # BLAKE3 takes only a 32-byte key, and the chunker a seed of 63 bits.
+        if len(keys.encryption) != 32 or len(keys.chunk_id) != 32:
+            raise ValueError("a master key is not 32 bytes")
+        if not 1 <= keys.chunker_seed < 1 << 63:
+            raise ValueError("the chunker seed is out of range")
+        return keys
 
 
 @dataclass(frozen=True)
@@ -112,14 +121,14 @@ def make_key_file(
 def open_key_file(data: bytes, password: bytes, name: str) -> MasterKeys:
     """Unwrap a key file; ``WrongPassword`` if the password does not open it."""
     try:
-        doc = json.loads(data)
+        doc = load_json(data)
         kdf = doc["kdf"]
         if doc["version"] != KEYFILE_VERSION or kdf["algorithm"] != "argon2id":
             raise IntegrityError(f"key file {name} has an unsupported version or KDF")
         params = KdfParams(int(kdf["memory_kib"]), int(kdf["iterations"]), int(kdf["parallelism"]))
         salt, nonce, wrapped = b64d(kdf["salt"]), b64d(doc["nonce"]), b64d(doc["data"])
         _check_params(params, salt, nonce)
-    except (ValueError, KeyError, TypeError, AttributeError) as e:
+    except (ValueError, KeyError, TypeError, AttributeError, OverflowError) as e:
         raise IntegrityError(f"key file {name} is damaged: {e}") from None
     try:
         plain = AESGCM(params.derive(password, salt)).decrypt(nonce, wrapped, _KEYFILE_AAD)
@@ -127,7 +136,7 @@ def open_key_file(data: bytes, password: bytes, name: str) -> MasterKeys:
         raise WrongPassword("wrong password") from None
     try:
         return MasterKeys.from_json(plain)
-    except (ValueError, KeyError, TypeError) as e:
+    except (ValueError, KeyError, TypeError, OverflowError) as e:
         raise IntegrityError(f"key file {name} holds malformed keys: {e}") from None
 
 
@@ -150,6 +159,9 @@ def _check_params(p: KdfParams, salt: bytes, nonce: bytes) -> None:
 
 
 def key_file_meta(data: bytes) -> dict[str, Any]:
-    """The plain fields of a key file (no secrets), for ``key list``."""
-    doc = json.loads(data)
+    """The plain fields of a key file (no secrets), for ``key list``; ``ValueError`` if it is
+    not a JSON object."""
+    doc = load_json(data)
+    if not isinstance(doc, dict):
+        raise ValueError("not a key file")
     return {k: v for k, v in doc.items() if k not in ("data", "nonce", "kdf")}

@@ -7,8 +7,10 @@ import json
 from dataclasses import asdict, dataclass
 
 from drengine.core.errors import IntegrityError, UnsupportedFormat
+from drengine.core.model import load_json
 from drengine.crypto.aead import seal, unseal
 from drengine.crypto.keys import b64d
+from drengine.repository.listing import is_object_id
 
 FORMAT_NAME = "drengine"
 FORMAT_VERSION = 1
@@ -74,14 +76,17 @@ class Config:
 def read_header(data: bytes, location: str) -> tuple[int, str, bytes]:
     """Check the plain part before asking for a password: (version, repo_id, sealed)."""
     try:
-        doc = json.loads(data)
-        if doc.get("format") != FORMAT_NAME:
+        doc = load_json(data)
+        if not isinstance(doc, dict) or doc.get("format") != FORMAT_NAME:
             raise ValueError("not a drengine config")
         version, repo_id = int(doc["version"]), str(doc["id"])
         if version < 1:
             raise ValueError(f"version {version} does not exist")
+        if not is_object_id(repo_id):
+            # It names the local cache directory: "../x" or "/x" would lead it elsewhere.
+            raise ValueError("the repository ID is not 64 hex digits")
         sealed = b64d(doc["settings"])
-    except (ValueError, KeyError, TypeError) as e:
+    except (ValueError, KeyError, TypeError, OverflowError) as e:
         raise IntegrityError(
             f"the config of the repository at {location} is damaged: {e}"
         ) from None
@@ -95,7 +100,10 @@ def read_header(data: bytes, location: str) -> tuple[int, str, bytes]:
 
 def open_settings(sealed: bytes, repo_id: str, encryption_key: bytes) -> Settings:
     plain = unseal(encryption_key, sealed, _SETTINGS_AAD + repo_id.encode(), "repository config")
-    fields = json.loads(plain)
+    try:
+        fields = load_json(plain)
+    except ValueError as e:
+        raise IntegrityError(f"the repository config's settings are not JSON: {e}") from None
     if not isinstance(fields, dict):
         raise IntegrityError("the repository config's settings are not a JSON object")
     unknown = set(fields) - set(Settings.__dataclass_fields__)
@@ -114,5 +122,5 @@ def open_settings(sealed: bytes, repo_id: str, encryption_key: bytes) -> Setting
             object_lock_mode=str(fields.get("object_lock_mode", "")),
             object_lock_days=int(fields.get("object_lock_days", 0)),
         )
-    except (TypeError, ValueError) as e:
+    except (TypeError, ValueError, OverflowError) as e:  # OverflowError: int(Infinity)
         raise IntegrityError(f"the repository config's settings are invalid: {e}") from None

@@ -231,6 +231,9 @@ def decode_index(data: bytes, what: str) -> tuple[list[tuple[bytes, np.ndarray]]
         (npacks,) = _U32.unpack_from(plain, pos)
         (nsup,) = _U32.unpack_from(plain, pos + 4)
         pos += 8
+        if 32 * nsup > len(plain) - pos:
+            # Checked first: 2**32-1 IDs claimed by 12 bytes meant minutes and a 34 GB list.
+            raise ValueError(f"{nsup} superseded IDs do not fit")
         supersedes = [plain[pos + 32 * i : pos + 32 * (i + 1)] for i in range(nsup)]
         pos += 32 * nsup
         packs = []
@@ -239,6 +242,8 @@ def decode_index(data: bytes, what: str) -> tuple[list[tuple[bytes, np.ndarray]]
             (count,) = _U32.unpack_from(plain, pos + 32)
             pos += 36
             arr = np.frombuffer(plain, dtype=RECORD_DTYPE, count=count, offset=pos)
+            if (arr["type"] > max(BlobType)).any():  # look-ups would fail on it later
+                raise ValueError("a blob of unknown type")
             pos += count * RECORD_DTYPE.itemsize
             packs.append((pack_id, arr))
         if pos != len(plain):

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from drengine.core.errors import DrengineError, LockLost, ObjectNotFound, RepositoryLocked
+from drengine.core.model import load_json
 from drengine.crypto.aead import seal, unseal
 from drengine.repository import layout
 from drengine.repository.repo import Repository
@@ -124,21 +125,25 @@ class Locks:
                     _LOCK_AAD,
                     f"lock {oid}",
                 )
-                d = json.loads(plain)
+                d = load_json(plain)
+                pid, when = int(d["pid"]), datetime.fromisoformat(d["time"])
+                if not 0 < pid < 1 << 31:  # os.kill would overflow, or signal a whole group
+                    raise ValueError(f"pid {pid} is out of range")
                 out.append(
                     LockInfo(
                         oid,
                         str(d["host"]),
-                        int(d["pid"]),
+                        pid,
                         str(d.get("username", "")),
-                        datetime.fromisoformat(d["time"]),
+                        # Read as UTC, as snapshots are: compared with an aware clock.
+                        when if when.tzinfo else when.replace(tzinfo=UTC),
                         bool(d["exclusive"]),
                         str(d.get("operation", "")),
                     )
                 )
             except ObjectNotFound:
                 continue  # released while we listed
-            except (DrengineError, ValueError, KeyError, TypeError) as e:
+            except (DrengineError, ValueError, KeyError, TypeError, OverflowError) as e:
                 log.warning("ignoring unreadable lock %s: %s", oid, e)
         return out
 

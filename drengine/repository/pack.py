@@ -130,7 +130,10 @@ def parse_trailer_parts(
     (count,) = _FOOTER.unpack_from(plain, 0)
     if len(plain) != 4 + count * RECORD_DTYPE.itemsize:
         raise IntegrityError(f"{what} trailer has the wrong length for {count} blobs")
-    records = records_from_array(np.frombuffer(plain, dtype=RECORD_DTYPE, offset=4))
+    arr = np.frombuffer(plain, dtype=RECORD_DTYPE, offset=4)
+    if (arr["type"] > max(BlobType)).any():
+        raise IntegrityError(f"{what} trailer lists a blob of unknown type")
+    records = records_from_array(arr)
     for r in records:
         if r.offset < HEADER_SIZE or r.offset + r.length > start:
             raise IntegrityError(f"{what} trailer lists a blob outside the pack")
