@@ -8,6 +8,7 @@ import typer
 
 from drengine.cli.main import app
 from drengine.cli.state import open_repository
+from drengine.core.errors import OutputClosed
 from drengine.engine.dump import run_dump
 
 
@@ -20,4 +21,9 @@ def dump(
     repo = open_repository()
     snap = repo.find_snapshot(snapshot)
     repo.load_index()
-    run_dump(repo, snap, path, sys.stdout.buffer)
+    try:
+        run_dump(repo, snap, path, sys.stdout.buffer)
+    except BrokenPipeError:
+        # The reader went away (``dump ... | head``). Not an OSError from here on: click
+        # turns EPIPE into a silent exit 1; the CLI ends quietly with 141.
+        raise OutputClosed("standard output was closed") from None

@@ -3,21 +3,26 @@
 from __future__ import annotations
 
 import base64
-import sys
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import typer
 
 from drengine.cli.main import app
-from drengine.cli.render import print_json
+from drengine.cli.render import err_console, print_json, write_stdout
 from drengine.cli.state import open_repository
+from drengine.core.errors import IntegrityError
 from drengine.core.model import Node
 from drengine.engine.tree_paths import list_entries
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 def rfc3339_ns(ns: int) -> str:
     secs, frac = divmod(ns, 1_000_000_000)
-    base = datetime.fromtimestamp(secs, UTC).strftime("%Y-%m-%dT%H:%M:%S")
+    try:
+        base = (_EPOCH + timedelta(seconds=secs)).strftime("%Y-%m-%dT%H:%M:%S")
+    except OverflowError:  # beyond year 1..9999: no calendar date to show
+        return f"{ns}ns"
     return f"{base}.{frac:09d}Z"
 
 
@@ -45,7 +50,19 @@ def entry_json(path: bytes, n: Node) -> dict[str, object]:
     }
     if n.target is not None:
         d.update(text_fields("target", n.target))
+    if n.invalid:
+        d["invalid"] = n.invalid
+    if n.damaged:
+        d["damaged"] = n.damaged
     return d
+
+
+def _warn(path: bytes, n: Node) -> None:
+    shown = path.decode("utf-8", errors="replace")
+    if n.invalid:
+        err_console.print(f"warning: {shown}: invalid in the snapshot: {n.invalid}", markup=False)
+    if n.damaged:
+        err_console.print(f"warning: {shown}: incomplete: {n.damaged}", markup=False)
 
 
 @app.command()
@@ -58,12 +75,31 @@ def ls(
     repo = open_repository()
     snap = repo.find_snapshot(snapshot)
     repo.load_index()
-    entries = list_entries(repo, snap, path)
+    failed: list[str] = []
+
+    def unreadable(where: bytes, why: str) -> None:
+        shown = where.decode("utf-8", errors="replace")
+        failed.append(shown)
+        err_console.print(f"error: {shown}: its contents cannot be read: {why}", markup=False)
+
+    entries = list_entries(repo, snap, path, unreadable)
     if json_out:
         print_json([entry_json(p, n) for p, n in entries])
-        return
-    out = sys.stdout.buffer
-    for p, n in entries:
-        suffix = b" -> " + n.target if n.target is not None else b""
-        out.write(p + (b"/" if n.type == "dir" else b"") + suffix + b"\n")
-    out.flush()
+    else:
+        lines: list[bytes] = []
+        for p, n in entries:
+            if n.invalid or n.damaged:
+                write_stdout(b"".join(lines))  # keep the warning next to its line
+                lines = []
+                _warn(p, n)
+            suffix = b" -> " + n.target if n.target is not None else b""
+            lines.append(p + (b"/" if n.type == "dir" else b"") + suffix + b"\n")
+            if len(lines) >= 4096:
+                write_stdout(b"".join(lines))
+                lines = []
+        write_stdout(b"".join(lines))
+    if failed:
+        raise IntegrityError(
+            f"the contents of {len(failed)} directories of snapshot {snap.id[:8]} cannot be "
+            "read (listed above; drengine check)"
+        )

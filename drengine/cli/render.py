@@ -13,6 +13,7 @@ from typing import Any
 from rich.console import Console
 
 from drengine.core.errors import OutputClosed
+from drengine.core.streams import flush_all, write_all
 from drengine.engine.progress import Progress
 
 # soft_wrap: a message stays one line when stderr is a log file or a pipe (scripts grep it).
@@ -28,15 +29,8 @@ def write_stdout(data: bytes | memoryview) -> None:
     """All of ``data`` to standard output, or ``OutputClosed`` when its reader is gone."""
     try:
         sys.stdout.flush()  # text written before must come first
-        out = sys.stdout.buffer
-        view = memoryview(data)
-        while view:
-            n = out.write(view)
-            if n is None:  # a non-blocking stdout that is full: wait and retry
-                time.sleep(0.01)
-                continue
-            view = view[n:]
-        out.flush()
+        write_all(sys.stdout.buffer, bytes(data))
+        flush_all(sys.stdout.buffer)
     except BrokenPipeError:
         raise OutputClosed("standard output was closed") from None
 

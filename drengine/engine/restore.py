@@ -6,27 +6,42 @@ the whole-file content hash, then renamed), then hard links, then symlinks and s
 and last the directories' own metadata, deepest first. No restored symlink exists while
 anything is written, so nothing can be written through one. A name that is empty, ``.``,
 ``..`` or contains ``/`` or NUL is refused.
+
+Nothing below the target is reached by path, so no symlink already in the target is ever
+followed and paths longer than PATH_MAX work: every directory is opened from its parent's
+descriptor with ``O_NOFOLLOW`` (``restore_dirs``), and every other entry is created under a
+temporary name in its directory and renamed over its final name, which replaces whatever is
+there (a planted symlink included) instead of writing through it. Something other than a
+directory where a directory goes is an error for it and for everything below it. The target
+itself may be reached through symlinks: the user named it.
+
+Each failure costs its entry only (reported with its path); a file is renamed into place
+only once verified, and a hard link is made only to a verified file. Planning is iterative
+and bounded (``tree_paths.check_expansion``), so no tree shape exhausts stack or time.
 """
 
 from __future__ import annotations
 
-import itertools
+import contextlib
 import os
-import stat
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
-import blake3
-
-from drengine.core.errors import DrengineError, IntegrityError, RestoreError
-from drengine.core.model import Node, Snapshot
-from drengine.engine.blobstream import blob_stream
+from drengine.core.errors import RestoreError
+from drengine.core.model import Snapshot
 from drengine.engine.progress import Progress
-from drengine.engine.restore_batches import Batch, pack_batches
-from drengine.engine.tree_paths import find_node, split_path
+from drengine.engine.restore_batches import pack_batches
+from drengine.engine.restore_dirs import ROOT, DirFds, NotADirectory, default_limit
+from drengine.engine.restore_files import ENTRY_ERRORS, FileWriter, TempNames, reason
+from drengine.engine.restore_plan import Entry, Plan, build_plan
+from drengine.engine.tree_paths import TreeCache, check_expansion, find_node, split_path
 from drengine.repository.locks import locked
 from drengine.repository.repo import Repository
-from drengine.sources.files import apply_metadata, apply_metadata_fd, make_special
+from drengine.sources.files_restore import (
+    apply_metadata_fd,
+    apply_metadata_opath,
+    make_special_at,
+)
 
 _FILE_WORKERS = 2
 _FETCH_WORKERS = 4
@@ -37,26 +52,8 @@ class RestoreResult:
     files: int = 0
     dirs: int = 0
     bytes: int = 0
-    errors: list[dict[str, str]] = field(default_factory=list)
-
-
-def _bad_name(name: bytes) -> bool:
-    return name in (b"", b".", b"..") or b"/" in name or b"\0" in name
-
-
-def _is_zero(data: bytes) -> bool:
-    return not data or (data[0] == 0 and data == bytes(len(data)))
-
-
-class _Plan:
-    """What to create, in the order it must be created."""
-
-    def __init__(self) -> None:
-        self.dirs: list[tuple[bytes, Node | None]] = []
-        self.files: list[tuple[bytes, Node]] = []
-        self.links: list[tuple[bytes, bytes]] = []  # (new name, existing restored file)
-        self.specials: list[tuple[bytes, Node]] = []
-        self.first_link: dict[tuple[int, int], bytes] = {}
+    errors: list[dict[str, str]] = field(default_factory=list)  # {"path", "error"}
+    warnings: list[dict[str, str]] = field(default_factory=list)  # {"path", "warning"}
 
 
 class Restorer:
@@ -69,196 +66,236 @@ class Restorer:
         self.progress = progress
         self.result = RestoreResult()
         self.is_root = os.geteuid() == 0
-        self._tmp_counter = itertools.count()
+        self.temp = TempNames()
 
-    def error(self, path: bytes, msg: str) -> None:
-        self.result.errors.append({"path": os.fsdecode(path), "error": msg})
+    def _abs(self, rel: bytes) -> str:
+        return os.fsdecode(self.target + b"/" + rel if rel else self.target)
 
-    # ---- planning -------------------------------------------------------------------------
+    def error(self, rel: bytes, msg: str) -> None:
+        self.result.errors.append({"path": self._abs(rel), "error": msg})
 
-    def wanted(self, parts: list[bytes]) -> tuple[bool, bool]:
-        """(restore this entry, descend into it) for a path given as components."""
-        if not self.includes:
-            return True, True
-        for inc in self.includes:
-            if parts[: len(inc)] == inc:
-                return True, True
-            if inc[: len(parts)] == parts:
-                return True, True  # an ancestor of an included path
-        return False, False
-
-    def plan(self, tree: bytes, parts: list[bytes], plan: _Plan) -> None:
-        seen: set[bytes] = set()
-        for node in self.repo.load_tree(tree):
-            rel = b"/".join([*parts, node.name])
-            if _bad_name(node.name) or node.name in seen:
-                self.error(rel, "refused: the name would escape the target or is a duplicate")
-                continue
-            seen.add(node.name)
-            take, descend = self.wanted([*parts, node.name])
-            if not take:
-                continue
-            dest = self.target + b"/" + rel
-            included_fully = not self.includes or any(
-                [*parts, node.name][: len(i)] == i for i in self.includes
+    def warn_damaged(self, rel: bytes, damaged: str) -> None:
+        if damaged:
+            self.result.warnings.append(
+                {"path": self._abs(rel), "warning": f"restored incomplete: {damaged}"}
             )
-            if node.type == "dir":
-                plan.dirs.append((dest, node))
-                if descend and node.subtree is not None:
-                    self.plan(node.subtree, [*parts, node.name], plan)
-            elif not included_fully:
-                continue
-            elif node.type == "file":
-                key = (node.device, node.inode)
-                if node.links > 1 and key in plan.first_link:
-                    plan.links.append((dest, plan.first_link[key]))
-                else:
-                    if node.links > 1:
-                        plan.first_link[key] = dest
-                    plan.files.append((dest, node))
-            else:
-                plan.specials.append((dest, node))
-
-    # ---- doing ----------------------------------------------------------------------------
-
-    def make_dir(self, path: bytes) -> bool:
-        try:
-            os.mkdir(path, 0o700)
-        except FileExistsError:
-            if not stat.S_ISDIR(os.lstat(path).st_mode):
-                self.error(path, "refused: exists in the target and is not a directory")
-                return False
-        except OSError as e:
-            self.error(path, f"cannot create directory: {e.strerror}")
-            return False
-        return True
-
-    def restore_batch(self, batch: Batch) -> None:
-        """One ranged read of a pack, then every one-blob file whose blob lies in it."""
-        try:
-            buf = self.repo.read_pack(batch.pack_id, batch.start, batch.end - batch.start)
-        except DrengineError as e:
-            for dest, _node, _entry in batch.items:
-                self.error(dest, str(e))
-            return
-        view = memoryview(buf)
-        for dest, node, entry in batch.items:
-            rel = entry.offset - batch.start
-            try:
-                data = self.repo.open_blob(node.content[0], entry, view[rel : rel + entry.length])
-            except DrengineError as e:
-                self.error(dest, str(e))
-                continue
-            self.restore_file(dest, node, None, data)
-
-    def restore_file(
-        self,
-        dest: bytes,
-        node: Node,
-        fetch: ThreadPoolExecutor | None,
-        data: bytes | None = None,
-    ) -> None:
-        """Write one file; ``data`` is its content when the caller already read it."""
-        parent = os.path.dirname(dest)
-        tmp = parent + b"/.drengine-%d-%d.tmp" % (os.getpid(), next(self._tmp_counter))
-        try:
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
-        except OSError as e:
-            self.error(dest, f"cannot create file: {e.strerror}")
-            return
-        try:
-            try:
-                hasher = blake3.blake3()
-                pos = 0
-
-                def write(offset: int, data: bytes) -> None:
-                    if not (node.sparse and _is_zero(data)):
-                        os.pwrite(fd, data, offset)
-
-                if data is not None:
-                    write(0, data)
-                source = (
-                    [data]
-                    if data is not None
-                    else blob_stream(self.repo, node.content, fetch, write)
-                )
-                for blob in source:
-                    hasher.update(blob)
-                    pos += len(blob)
-                    self.progress.add_bytes(len(blob))
-                if pos != node.size or hasher.digest() != node.content_hash:
-                    raise IntegrityError(
-                        f"restored content of {os.fsdecode(dest)} does not match the snapshot"
-                    )
-                if node.sparse:
-                    os.ftruncate(fd, pos)  # a hole at the end was never written
-                apply_metadata_fd(fd, node, is_root=self.is_root)
-            finally:
-                os.close(fd)
-            os.replace(tmp, dest)
-        except (DrengineError, OSError) as e:
-            os.unlink(tmp)
-            msg = e.strerror if isinstance(e, OSError) and e.strerror else str(e)
-            self.error(dest, msg or type(e).__name__)
-            return
-        self.result.files += 1
-        self.result.bytes += pos
-        self.progress.file_done(os.fsdecode(dest))
 
     def run(self, snap: Snapshot) -> RestoreResult:
-        plan = _Plan()
-        self.plan(snap.tree, [], plan)
-        self.progress.files_total = len(plan.files)
-        self.progress.bytes_total = sum(n.size for _, n in plan.files)
-        self.progress.total_known = True
+        trees = TreeCache(self.repo)
+        check_expansion(trees, self._roots(snap, trees), f"snapshot {snap.id[:8]}")
+        plan = build_plan(trees, snap.tree, self.includes, self.error)
+        root_fd = self._open_target()
+        names = [d.name for d in plan.dirs]
+        dirs = DirFds(root_fd, [d.parent for d in plan.dirs], names, default_limit())
+        try:
+            blocked = self._make_dirs(plan, dirs)
+            files, links = self._link_groups(plan, blocked)
+            self._write_files(plan, dirs, files)
+            for entry, first in links:
+                self._hard_link(plan, dirs, entry, first)
+            for entry in plan.specials:
+                self._special(plan, dirs, blocked, entry)
+            self._dir_metadata(plan, dirs, blocked)
+        finally:
+            dirs.close()
+            os.close(root_fd)
+        return self.result
+
+    def _roots(self, snap: Snapshot, trees: TreeCache) -> list[bytes]:
+        """The trees the restore walks, for the expansion bound: included ones only."""
+        if not self.includes:
+            return [snap.tree]
+        roots = []
+        for parts in self.includes:
+            if any(o != parts and parts[: len(o)] == o for o in self.includes):
+                continue  # inside another include: counted there
+            node = find_node(self.repo, snap, "/" + os.fsdecode(b"/".join(parts)), trees)
+            tree = snap.tree if node is None else node.subtree if node.type == "dir" else None
+            if tree is not None:
+                roots.append(tree)
+        return roots
+
+    def _open_target(self) -> int:
         try:
             os.makedirs(self.target, exist_ok=True)
+            return os.open(self.target, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
         except OSError as e:
             raise RestoreError(
-                f"cannot use {os.fsdecode(self.target)} as the restore target: {e.strerror or e}"
+                f"cannot use {os.fsdecode(self.target)} as the restore target: {reason(e)}"
             ) from None
-        created = {d for d, _ in plan.dirs if self.make_dir(d)}
-        writable = created | {self.target}
-        files = [(d, n) for d, n in plan.files if os.path.dirname(d) in writable]
+
+    def _not_restored(self, plan: Plan, up: int) -> str:
+        return f"not restored: {self._abs(plan.dirs[up].path)} could not be restored"
+
+    def _make_dirs(self, plan: Plan, dirs: DirFds) -> list[int]:
+        """Create the directories, parents first. Per directory: -1 if it is usable, else
+        the index of the directory (itself or an ancestor) that could not be restored."""
+        blocked = [-1] * len(plan.dirs)
+        for i in range(1, len(plan.dirs)):
+            d = plan.dirs[i]
+            up = blocked[d.parent]
+            if up >= 0:
+                blocked[i] = up
+                self.error(d.path, self._not_restored(plan, up))
+                continue
+            try:
+                dirs.make(i)
+            except NotADirectory:
+                blocked[i] = i
+                self.error(
+                    d.path,
+                    "refused: exists in the target and is not a directory "
+                    "(a symlink there is never followed)",
+                )
+            except ENTRY_ERRORS as e:
+                blocked[i] = i
+                self.error(d.path, f"cannot create directory: {reason(e)}")
+        return blocked
+
+    def _link_groups(
+        self, plan: Plan, blocked: list[int]
+    ) -> tuple[list[Entry], list[tuple[Entry, Entry]]]:
+        """(files to write, (hard link, the file it links to)). Names of one inode with the
+        same content form a group whose first name in a usable directory is written."""
+        write: list[Entry] = []
+        links: list[tuple[Entry, Entry]] = []
+        first: dict[tuple[int, int, int, bytes | None], Entry] = {}
+        for e in plan.files:
+            if blocked[e.dir] >= 0:
+                self.error(plan.path(e), self._not_restored(plan, blocked[e.dir]))
+                continue
+            n = e.node
+            if n.links > 1:
+                key = (n.device, n.inode, n.size, n.content_hash)
+                if key in first:
+                    links.append((e, first[key]))
+                    continue
+                first[key] = e
+            write.append(e)
+        return write, links
+
+    def _write_files(self, plan: Plan, dirs: DirFds, files: list[Entry]) -> None:
+        self.progress.files_total = len(files)
+        self.progress.bytes_total = sum(e.node.size for e in files)
+        self.progress.total_known = True
+
+        def fail(entry: Entry, msg: str) -> None:
+            self.error(plan.path(entry), msg)
+
+        writer = FileWriter(self.repo, dirs, self.temp, self.progress, fail, is_root=self.is_root)
         # Files of one blob are restored in batches: one ranged read of a pack serves many
         # (and the files of one directory mostly share a pack). Larger files stream their
         # blobs with prefetch and parallel writes.
-        empty = [(d, n) for d, n in files if not n.content]
-        single = [(d, n) for d, n in files if len(n.content) == 1]
-        large = [(d, n) for d, n in files if len(n.content) > 1]
+        single = [(e, e.node) for e in files if len(e.node.content) == 1]
+        batches, alone = pack_batches(self.repo, single)
+        large = [e for e in files if len(e.node.content) > 1] + [e for e, _ in alone]
         with (
             ThreadPoolExecutor(_FETCH_WORKERS, thread_name_prefix="fetch") as fetch,
             ThreadPoolExecutor(_FILE_WORKERS, thread_name_prefix="write") as writers,
         ):
-            tasks = [writers.submit(self.restore_batch, b) for b in pack_batches(self.repo, single)]
-            tasks += [writers.submit(self.restore_file, d, n, fetch) for d, n in large]
-            for d, n in empty:
-                self.restore_file(d, n, None)
+            tasks = [writers.submit(writer.write_batch, b) for b in batches]
+            tasks += [writers.submit(writer.write, e, fetch, None) for e in large]
+            for e in files:
+                if not e.node.content:
+                    writer.write(e, None, None)
             for t in tasks:
                 t.result()
-        for dest, src in plan.links:
+        for e in files:
+            if e.done:
+                self.result.files += 1
+                self.result.bytes += e.node.size
+                self.warn_damaged(plan.path(e), e.node.damaged)
+
+    def _hard_link(self, plan: Plan, dirs: DirFds, entry: Entry, first: Entry) -> None:
+        """Link ``entry`` to the verified file ``first`` (under a temporary name, then
+        renamed over whatever is at its name)."""
+        if not first.done:
+            self.error(
+                plan.path(entry),
+                f"not restored: a hard link of {self._abs(plan.path(first))}, "
+                "which could not be restored",
+            )
+            return
+        try:
+            self._link_at(dirs, first, entry)
+        except ENTRY_ERRORS as e:
+            self.error(plan.path(entry), f"cannot create hard link: {reason(e)}")
+            return
+        self.warn_damaged(plan.path(entry), entry.node.damaged)
+
+    def _link_at(self, dirs: DirFds, first: Entry, entry: Entry) -> None:
+        src_fd = dirs.acquire(first.dir)
+        try:
+            dst_fd = dirs.acquire(entry.dir)
             try:
-                if os.path.lexists(dest):
-                    os.unlink(dest)
-                os.link(src, dest)
-            except OSError as e:
-                self.error(dest, f"cannot create hard link: {e.strerror}")
-        for dest, node in plan.specials:
-            try:
-                if os.path.lexists(dest):
-                    os.unlink(dest)
-                make_special(dest, node)
-                apply_metadata(dest, node, is_root=self.is_root)
-            except OSError as e:
-                self.error(dest, f"cannot create {node.type}: {e.strerror}")
-        for dest, dnode in reversed(plan.dirs):
-            if dnode is not None and dest in created:
+                tmp = self.temp()
+                os.link(
+                    first.name, tmp, src_dir_fd=src_fd, dst_dir_fd=dst_fd, follow_symlinks=False
+                )
                 try:
-                    apply_metadata(dest, dnode, is_root=self.is_root)
-                    self.result.dirs += 1
-                except OSError as e:
-                    self.error(dest, f"cannot set metadata: {e.strerror}")
-        return self.result
+                    os.replace(tmp, entry.name, src_dir_fd=dst_fd, dst_dir_fd=dst_fd)
+                except BaseException:
+                    _unlink_quietly(dst_fd, tmp)
+                    raise
+            finally:
+                dirs.release(entry.dir)
+        finally:
+            dirs.release(first.dir)
+
+    def _special(self, plan: Plan, dirs: DirFds, blocked: list[int], entry: Entry) -> None:
+        """A symlink, FIFO, device or socket: made with its metadata under a temporary name,
+        then renamed into place."""
+        if blocked[entry.dir] >= 0:
+            self.error(plan.path(entry), self._not_restored(plan, blocked[entry.dir]))
+            return
+        node = entry.node
+        try:
+            dir_fd = dirs.acquire(entry.dir)
+            tmp = self.temp()
+            try:
+                make_special_at(dir_fd, tmp, node, is_root=self.is_root)
+                os.replace(tmp, entry.name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
+            except BaseException:
+                _unlink_quietly(dir_fd, tmp)
+                raise
+            finally:
+                dirs.release(entry.dir)
+        except ENTRY_ERRORS as e:
+            self.error(plan.path(entry), f"cannot create {node.type}: {reason(e)}")
+            return
+        self.warn_damaged(plan.path(entry), node.damaged)
+
+    def _dir_metadata(self, plan: Plan, dirs: DirFds, blocked: list[int]) -> None:
+        """Deepest first: a directory's mode may forbid writing into it, and writing into
+        it would change its mtime."""
+        for i in range(len(plan.dirs) - 1, ROOT, -1):
+            d = plan.dirs[i]
+            if blocked[i] >= 0 or d.node is None:
+                continue
+            if d.node.invalid:
+                self.error(
+                    d.path,
+                    f"restored without its metadata: invalid in the snapshot ({d.node.invalid})",
+                )
+                continue
+            try:
+                fd = dirs.acquire(i)
+                try:
+                    apply = apply_metadata_opath if dirs.path_only(i) else apply_metadata_fd
+                    apply(fd, d.node, is_root=self.is_root)
+                finally:
+                    dirs.release(i)
+            except ENTRY_ERRORS as e:
+                self.error(d.path, f"cannot set metadata: {reason(e)}")
+                continue
+            self.result.dirs += 1
+            self.warn_damaged(d.path, d.node.damaged)
+
+
+def _unlink_quietly(dir_fd: int, name: bytes) -> None:
+    # Not created, or its directory went away: the original error is what matters.
+    with contextlib.suppress(OSError):
+        os.unlink(name, dir_fd=dir_fd)
 
 
 def run_restore(

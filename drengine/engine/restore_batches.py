@@ -9,7 +9,9 @@ from __future__ import annotations
 
 from collections import defaultdict
 from dataclasses import dataclass, field
+from typing import Generic, TypeVar
 
+from drengine.core.errors import DrengineError
 from drengine.core.model import Node
 from drengine.repository.index import IndexEntry
 from drengine.repository.repo import Repository
@@ -18,32 +20,41 @@ from drengine.repository.repo import Repository
 # cap one read so memory stays bounded.
 _MAX_GAP = 1 << 20
 _MAX_RANGE = 32 << 20
+T = TypeVar("T")
 
 
 @dataclass
-class Batch:
+class Batch(Generic[T]):
     pack_id: bytes
     start: int
     end: int
-    items: list[tuple[bytes, Node, IndexEntry]] = field(default_factory=list)
+    items: list[tuple[T, Node, IndexEntry]] = field(default_factory=list)
 
 
-def pack_batches(repo: Repository, files: list[tuple[bytes, Node]]) -> list[Batch]:
-    """Batches for files of exactly one blob, in pack order."""
-    by_pack: dict[bytes, list[tuple[bytes, Node, IndexEntry]]] = defaultdict(list)
-    for dest, node in files:
-        entry = repo.lookup(node.content[0])
-        by_pack[entry.pack_id].append((dest, node, entry))
-    batches: list[Batch] = []
+def pack_batches(
+    repo: Repository, files: list[tuple[T, Node]]
+) -> tuple[list[Batch[T]], list[tuple[T, Node]]]:
+    """Batches for files of exactly one blob, in pack order, and the files whose blob is
+    not indexed (the caller reads those alone and reports them)."""
+    by_pack: dict[bytes, list[tuple[T, Node, IndexEntry]]] = defaultdict(list)
+    unindexed = []
+    for item, node in files:
+        try:
+            entry = repo.lookup(node.content[0])
+        except DrengineError:
+            unindexed.append((item, node))
+            continue
+        by_pack[entry.pack_id].append((item, node, entry))
+    batches: list[Batch[T]] = []
     for pack_id, items in by_pack.items():
         items.sort(key=lambda it: it[2].offset)
-        cur: Batch | None = None
-        for item in items:
-            e = item[2]
+        cur: Batch[T] | None = None
+        for it in items:
+            e = it[2]
             end = e.offset + e.length
             if cur is None or e.offset - cur.end > _MAX_GAP or end - cur.start > _MAX_RANGE:
                 cur = Batch(pack_id, e.offset, end)
                 batches.append(cur)
-            cur.items.append(item)
+            cur.items.append(it)
             cur.end = max(cur.end, end)
-    return batches
+    return batches, unindexed

@@ -1,13 +1,140 @@
-"""Paths inside a snapshot: look up a node, list entries below a path."""
+"""Paths inside a snapshot: look up a node, walk and list the entries below a path.
+
+Walks are iterative, so a tree of any depth works. They are also bounded by what is stored:
+trees are content-addressed, so one tree can be referenced from many places, and a chain of
+trees that each reference the one below twice describes 2**40 paths in a few KB. Before a
+walk, ``check_expansion`` counts the entries a walk would produce, bottom-up and once per
+distinct tree, and refuses when that count is over ``max(1,000,000, 1000 x the entries
+stored in the distinct trees)``. Real sharing (a hundred identical ``node_modules``
+directories deduplicated to one tree) stays far below 1000 copies of every stored entry.
+"""
 
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections import OrderedDict
+from collections.abc import Callable, Iterator
 
-from drengine.core.errors import UsageError
+from drengine.core.errors import DrengineError, IntegrityError, UsageError
 from drengine.core.model import Node, Snapshot
 from drengine.repository.repo import Repository
+
+EXPANSION_FLOOR = 1_000_000
+EXPANSION_PER_STORED = 1000
+# Decoded trees kept between the count and the walk: enough for most snapshots, so each
+# tree is read once; beyond it memory stays bounded and trees are read again.
+_CACHED_NODES = 100_000
+
+
+class TreeCache:
+    """``Repository.load_tree`` with the most recently used trees kept, by node count."""
+
+    def __init__(self, repo: Repository, max_nodes: int = _CACHED_NODES) -> None:
+        self.repo = repo
+        self.max_nodes = max_nodes
+        self._trees: OrderedDict[bytes, list[Node]] = OrderedDict()
+        self._nodes = 0
+        self.failed: dict[bytes, str] = {}  # subtrees that cannot be read: why
+
+    def load_below(self, tree_id: bytes) -> list[Node] | None:
+        """A subtree's nodes, or None when it cannot be read: one damaged tree costs the
+        directory it describes, not the whole walk (``failed`` says why)."""
+        if tree_id in self.failed:
+            return None
+        try:
+            return self.load(tree_id)
+        except DrengineError as e:
+            self.failed[tree_id] = str(e)
+            return None
+
+    def load(self, tree_id: bytes) -> list[Node]:
+        nodes = self._trees.get(tree_id)
+        if nodes is not None:
+            self._trees.move_to_end(tree_id)
+            return nodes
+        nodes = self.repo.load_tree(tree_id)
+        self._trees[tree_id] = nodes
+        self._nodes += len(nodes)
+        while self._nodes > self.max_nodes and len(self._trees) > 1:
+            _, old = self._trees.popitem(last=False)
+            self._nodes -= len(old)
+        return nodes
+
+
+def _subtrees(nodes: list[Node]) -> list[bytes]:
+    return [n.subtree for n in nodes if n.type == "dir" and n.subtree is not None]
+
+
+def expansion(trees: TreeCache, roots: list[bytes]) -> tuple[int, int]:
+    """(entries a walk of ``roots`` yields, entries stored in their distinct trees)."""
+    expanded: dict[bytes, int] = {}
+    stored = 0
+    on_path: set[bytes] = set()  # trees whose subtrees are being counted: a cycle is damage
+    # (tree ID, its own entry count, its subtrees once loaded)
+    stack: list[tuple[bytes, int, list[bytes] | None]] = [(r, 0, None) for r in roots]
+    while stack:
+        tid, own, kids = stack[-1]
+        if kids is None:
+            if tid in expanded:
+                stack.pop()
+                continue
+            if tid in on_path:
+                raise IntegrityError(f"tree {tid.hex()} contains itself (damaged or crafted)")
+            nodes = (trees.load(tid) if tid in roots else trees.load_below(tid)) or []
+            stored += len(nodes)
+            kids = _subtrees(nodes)
+            stack[-1] = (tid, len(nodes), kids)
+            on_path.add(tid)
+            stack.extend((k, 0, None) for k in kids if k not in expanded)
+        else:
+            stack.pop()
+            on_path.discard(tid)
+            expanded[tid] = own + sum(expanded[k] for k in kids)
+    return sum(expanded[r] for r in roots), stored
+
+
+def check_expansion(trees: TreeCache, roots: list[bytes], what: str) -> int:
+    """The number of entries below ``roots``; ``IntegrityError`` if it is over the bound in
+    the module docstring (each distinct tree is loaded once, here)."""
+    total, stored = expansion(trees, roots)
+    limit = max(EXPANSION_FLOOR, EXPANSION_PER_STORED * stored)
+    if total > limit:
+        raise IntegrityError(
+            f"refusing to walk {what}: its trees would expand to {total:,} entries from "
+            f"{stored:,} stored ones (the limit is {limit:,}), which only damaged or crafted "
+            "trees do"
+        )
+    return total
+
+
+Unreadable = Callable[[bytes, str], None]  # (path of a directory, why its contents are lost)
+
+
+def walk_tree(
+    trees: TreeCache,
+    tree_id: bytes,
+    prefix: bytes = b"",
+    unreadable: Unreadable | None = None,
+) -> Iterator[tuple[bytes, Node]]:
+    """Depth-first (path, node) for every entry below a tree; paths are ``/``-joined bytes.
+    A directory whose tree cannot be read is yielded without contents and passed to
+    ``unreadable``; the walk goes on."""
+    stack: list[tuple[bytes, Iterator[Node]]] = [(prefix, iter(trees.load(tree_id)))]
+    while stack:
+        base, nodes = stack[-1]
+        node = next(nodes, None)
+        if node is None:
+            stack.pop()
+            continue
+        path = base + b"/" + node.name
+        yield path, node
+        if node.type == "dir" and node.subtree is not None:
+            below = trees.load_below(node.subtree)
+            if below is None:
+                if unreadable is not None:
+                    unreadable(path, trees.failed[node.subtree])
+                continue
+            stack.append((path, iter(below)))
 
 
 def split_path(path: str) -> list[bytes]:
@@ -16,15 +143,18 @@ def split_path(path: str) -> list[bytes]:
     return [p for p in os.fsencode(path).split(b"/") if p and p != b"."]
 
 
-def find_node(repo: Repository, snap: Snapshot, path: str) -> Node | None:
+def find_node(
+    repo: Repository, snap: Snapshot, path: str, trees: TreeCache | None = None
+) -> Node | None:
     """The node at an absolute path inside a snapshot; None for the root itself."""
+    load = trees.load if trees is not None else repo.load_tree
     parts = split_path(path)
     tree: bytes | None = snap.tree
     node: Node | None = None
     for i, part in enumerate(parts):
         if tree is None:
             raise UsageError(f"{path} is not in snapshot {snap.id[:8]}")
-        match = [n for n in repo.load_tree(tree) if n.name == part]
+        match = [n for n in load(tree) if n.name == part]
         if not match:
             raise UsageError(f"{path} is not in snapshot {snap.id[:8]}")
         node = match[0]
@@ -34,14 +164,17 @@ def find_node(repo: Repository, snap: Snapshot, path: str) -> Node | None:
     return node
 
 
-def list_entries(repo: Repository, snap: Snapshot, path: str = "/") -> Iterator[tuple[bytes, Node]]:
+def list_entries(
+    repo: Repository, snap: Snapshot, path: str = "/", unreadable: Unreadable | None = None
+) -> Iterator[tuple[bytes, Node]]:
     """(absolute path, node) for the node at ``path`` and everything below it."""
-    node = find_node(repo, snap, path)
+    trees = TreeCache(repo)
+    node = find_node(repo, snap, path, trees)
     prefix = b"".join(b"/" + p for p in split_path(path))
+    root = snap.tree if node is None else node.subtree if node.type == "dir" else None
+    if root is not None:
+        check_expansion(trees, [root], f"{path} in snapshot {snap.id[:8]}")
     if node is not None:
         yield prefix, node
-        if node.type != "dir" or node.subtree is None:
-            return
-        yield from repo.walk_tree(node.subtree, prefix)
-    else:
-        yield from repo.walk_tree(snap.tree, b"")
+    if root is not None:
+        yield from walk_tree(trees, root, prefix, unreadable)

@@ -1,11 +1,10 @@
-"""File-system metadata: read it into ``Node``s at backup, apply it at restore.
+"""File-system metadata: read it into ``Node``s at backup (``files_restore`` applies it).
 
 Knows nothing of storage or crypto: content is read by the caller through ``open_file``.
 """
 
 from __future__ import annotations
 
-import contextlib
 import errno
 import grp
 import os
@@ -107,44 +106,3 @@ def open_file(path: bytes) -> int:
         if not _O_NOATIME:
             raise
         return os.open(path, flags)  # O_NOATIME needs ownership or CAP_FOWNER
-
-
-# ---- restore side ----------------------------------------------------------------------------
-
-
-def apply_metadata(path: bytes, node: Node, *, is_root: bool) -> None:
-    """Ownership, mode, xattrs and times, in the order that keeps each (chown clears setuid)."""
-    if is_root:
-        os.lchown(path, node.uid, node.gid)
-    for key, value in node.xattrs:
-        # File systems without xattrs, or namespaces we may not write (trusted.*): skip.
-        with contextlib.suppress(OSError):
-            os.setxattr(path, key, value, follow_symlinks=False)
-    if node.type != "symlink":
-        os.chmod(path, node.mode)
-    os.utime(path, ns=(node.mtime_ns, node.mtime_ns), follow_symlinks=False)
-
-
-def apply_metadata_fd(fd: int, node: Node, *, is_root: bool) -> None:
-    """``apply_metadata`` for a regular file still open for writing: by descriptor, so no
-    path look-ups (this runs once per restored file)."""
-    if is_root:
-        os.fchown(fd, node.uid, node.gid)
-    for key, value in node.xattrs:
-        with contextlib.suppress(OSError):
-            os.setxattr(fd, key, value)
-    os.fchmod(fd, node.mode)
-    os.utime(fd, ns=(node.mtime_ns, node.mtime_ns))
-
-
-def make_special(path: bytes, node: Node) -> None:
-    """Create a symlink, FIFO, device node or socket placeholder."""
-    if node.type == "symlink":
-        os.symlink(node.target or b"", path)
-    elif node.type == "fifo":
-        os.mkfifo(path, 0o600)
-    elif node.type in ("chardev", "blockdev"):
-        kind = stat.S_IFCHR if node.type == "chardev" else stat.S_IFBLK
-        os.mknod(path, kind | 0o600, node.rdev)
-    elif node.type == "socket":
-        os.mknod(path, stat.S_IFSOCK | 0o600)
