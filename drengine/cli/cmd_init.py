@@ -5,9 +5,9 @@ from __future__ import annotations
 import typer
 
 from drengine.cli.main import app
-from drengine.cli.state import read_password, repo_url
+from drengine.cli.state import kdf_params, read_password, repo_url
 from drengine.core.errors import UsageError
-from drengine.crypto.keys import DEFAULT_KDF_ITERATIONS, DEFAULT_KDF_MEMORY_KIB, KdfParams
+from drengine.crypto.keys import DEFAULT_KDF_ITERATIONS, DEFAULT_KDF_MEMORY_KIB
 from drengine.repository.config import MAX_OBJECT_LOCK_DAYS, OBJECT_LOCK_MODES, Settings
 from drengine.repository.repo import Repository
 from drengine.storage import open_backend
@@ -35,8 +35,7 @@ def init(
         raise UsageError("--compression-level must be between 0 and 22")
     if not 1 <= pack_size <= 512:
         raise UsageError("--pack-size must be between 1 and 512 MiB")
-    if kdf_memory_mib < 1 or kdf_iterations < 1:
-        raise UsageError("--kdf-memory-mib and --kdf-iterations must be at least 1")
+    kdf = kdf_params(kdf_memory_mib, kdf_iterations)
     lock_mode = _object_lock_mode(object_lock_mode, object_lock_days)
     url = repo_url()
     if lock_mode and not url.startswith("s3://"):
@@ -51,7 +50,7 @@ def init(
             object_lock_mode=lock_mode,
             object_lock_days=object_lock_days,
         ),
-        KdfParams(memory_kib=kdf_memory_mib * 1024, iterations=kdf_iterations),
+        kdf,
     )
     typer.echo(f"created repository {repo.id[:8]} at {backend.location}")
     if lock_mode:

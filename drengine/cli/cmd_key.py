@@ -6,9 +6,9 @@ import typer
 
 from drengine.cli.main import app
 from drengine.cli.render import out_console, print_json
-from drengine.cli.state import open_repository, read_new_password
+from drengine.cli.state import kdf_params, open_repository, read_new_password
 from drengine.core.errors import ObjectNotFound, UsageError
-from drengine.crypto.keys import DEFAULT_KDF_ITERATIONS, DEFAULT_KDF_MEMORY_KIB, KdfParams
+from drengine.crypto.keys import DEFAULT_KDF_ITERATIONS, DEFAULT_KDF_MEMORY_KIB
 from drengine.repository.repo import Repository
 
 key_app = typer.Typer(help="Manage key files (passwords).", no_args_is_help=True)
@@ -45,7 +45,7 @@ def key_list(json_out: bool = typer.Option(False, "--json", help="Print a JSON a
 def key_add(kdf_memory_mib: int = _MEMORY, kdf_iterations: int = _ITERATIONS) -> None:
     """Add a key file for a new password (read from DRENGINE_NEW_PASSWORD* or a prompt)."""
     repo = open_repository()
-    oid = repo.add_key(read_new_password(), KdfParams(kdf_memory_mib * 1024, kdf_iterations))
+    oid = repo.add_key(read_new_password(), kdf_params(kdf_memory_mib, kdf_iterations))
     typer.echo(f"added key {oid[:8]}")
 
 
@@ -66,6 +66,6 @@ def key_passwd(kdf_memory_mib: int = _MEMORY, kdf_iterations: int = _ITERATIONS)
     """Change the password: add a key file for the new one, then remove the old one."""
     repo = open_repository()
     new, old = repo.replace_key(
-        read_new_password(), KdfParams(kdf_memory_mib * 1024, kdf_iterations)
+        read_new_password(), kdf_params(kdf_memory_mib, kdf_iterations)
     )
     typer.echo(f"password changed: key {old[:8]} replaced by {new[:8]}")

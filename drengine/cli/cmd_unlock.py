@@ -30,6 +30,10 @@ def unlock(
             err_console.print(f"removed {'stale ' if stale else ''}{lock.describe()}", markup=False)
         else:
             err_console.print(f"kept live {lock.describe()}", markup=False)
+    for oid in locks.unreadable:  # not anyone's lock: a live holder would rewrite it
+        locks.delete(oid)
+        removed += 1
+        err_console.print(f"removed unreadable lock {oid[:8]}", markup=False)
     # A lock written halfway by a killed process (its temporary file); a live writer's lives
     # for milliseconds.
     halves = repo.remove_leftovers({"locks": 60.0}, time.time())

@@ -12,6 +12,7 @@ import sys
 from dataclasses import dataclass
 
 from drengine.core.errors import UsageError
+from drengine.crypto.keys import KdfParams, check_kdf
 from drengine.repository.repo import Repository
 from drengine.storage import open_backend
 
@@ -114,6 +115,18 @@ def open_repository() -> Repository:
     repo = Repository.open(backend, read_password())
     repo.lock_wait = STATE.retry_lock
     return repo
+
+
+def kdf_params(memory_mib: int, iterations: int) -> KdfParams:
+    """Argon2id parameters from --kdf-memory-mib/--kdf-iterations, checked as readers do."""
+    params = KdfParams(memory_kib=memory_mib * 1024, iterations=iterations)
+    try:
+        check_kdf(params)
+    except ValueError as e:
+        raise UsageError(
+            f"--kdf-memory-mib {memory_mib} --kdf-iterations {iterations}: {e}"
+        ) from None
+    return params
 
 
 MAX_WAIT_SECONDS = 7 * 24 * 3600.0

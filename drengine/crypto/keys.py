@@ -99,6 +99,7 @@ def make_key_file(
     keys: MasterKeys, password: bytes, params: KdfParams, meta: dict[str, Any]
 ) -> bytes:
     """Serialize a key file: the master keys wrapped under the password-derived key."""
+    check_kdf(params)  # never write a key file that no reader would open
     salt = os.urandom(32)
     nonce = os.urandom(12)  # one message per derived key: a random nonce is safe here
     wrapped = AESGCM(params.derive(password, salt)).encrypt(nonce, keys.to_json(), _KEYFILE_AAD)
@@ -145,6 +146,24 @@ def open_key_file(data: bytes, password: bytes, name: str) -> MasterKeys:
 _MAX_MEMORY_KIB = 4 * 1024 * 1024
 _MAX_ITERATIONS = 1000
 _MAX_PARALLELISM = 64
+# memory x passes: 64 MiB x 3 is the default; 4 GiB x 16 takes minutes. More is refused, so
+# a key file planted by someone who can write keys/ cannot make every open take hours.
+MAX_KDF_COST_KIB = 4 * 1024 * 1024 * 16
+
+
+def kdf_cost(data: bytes) -> int:
+    """What opening a key file costs (memory KiB x passes), for trying cheap ones first;
+    0 when it cannot be read (it is then skipped at once)."""
+    try:
+        kdf = load_json(data)["kdf"]
+        return max(0, int(kdf["memory_kib"]) * int(kdf["iterations"]))
+    except (ValueError, KeyError, TypeError, OverflowError):
+        return 0
+
+
+def check_kdf(p: KdfParams) -> None:
+    """``ValueError`` unless a reader will accept a key file made with these parameters."""
+    _check_params(p, bytes(32), bytes(12))
 
 
 def _check_params(p: KdfParams, salt: bytes, nonce: bytes) -> None:
@@ -154,6 +173,8 @@ def _check_params(p: KdfParams, salt: bytes, nonce: bytes) -> None:
         raise ValueError(f"memory {p.memory_kib} KiB out of range")
     if not 1 <= p.iterations <= _MAX_ITERATIONS:
         raise ValueError(f"iterations {p.iterations} out of range")
+    if p.memory_kib * p.iterations > MAX_KDF_COST_KIB:
+        raise ValueError(f"memory x iterations {p.memory_kib * p.iterations} KiB is too costly")
     if len(salt) != 32 or len(nonce) != 12:
         raise ValueError("salt or nonce has the wrong length")
 

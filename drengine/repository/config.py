@@ -16,6 +16,8 @@ FORMAT_NAME = "drengine"
 FORMAT_VERSION = 1
 _SETTINGS_AAD = b"drengine config settings"
 OBJECT_LOCK_MODES = ("GOVERNANCE", "COMPLIANCE")  # S3 Object Lock retention modes
+MAX_CHUNK = 16 << 20  # = blobcodec.MAX_DATA_BLOB
+MAX_PACK_SIZE = 512 << 20
 MAX_OBJECT_LOCK_DAYS = 36500
 # Settings every repository has; the object lock ones came later and are optional (§3).
 _REQUIRED = ("chunker_min", "chunker_avg", "chunker_max", "compression_level", "pack_size")
@@ -34,6 +36,17 @@ class Settings:
     object_lock_days: int = 0  # retention of every new object but locks, from its write
 
     def __post_init__(self) -> None:
+        # FastCDC's own ranges, a data blob's limit (format §11), zstd's levels: settings
+        # beyond them would only fail later, in the middle of a backup or a restore.
+        lo, avg, hi = self.chunker_min, self.chunker_avg, self.chunker_max
+        if not (64 <= lo <= 1 << 20 and 256 <= avg <= 4 << 20 and 1024 <= hi <= MAX_CHUNK):
+            raise ValueError(f"chunk sizes {lo}/{avg}/{hi} are out of range")
+        if not lo <= avg <= hi:
+            raise ValueError(f"chunk sizes {lo}/{avg}/{hi} are not in order")
+        if not 0 <= self.compression_level <= 22:
+            raise ValueError(f"compression level {self.compression_level} is out of range")
+        if not 4096 <= self.pack_size <= MAX_PACK_SIZE:
+            raise ValueError(f"pack size {self.pack_size} is out of range")
         mode, days = self.object_lock_mode, self.object_lock_days
         if mode not in ("", *OBJECT_LOCK_MODES):
             raise ValueError(f"object lock mode {mode!r} is not GOVERNANCE or COMPLIANCE")

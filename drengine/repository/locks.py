@@ -115,7 +115,11 @@ class Locks:
             return None
 
     def list(self) -> list[LockInfo]:
+        """Every readable lock. One that cannot be read blocks no one (a holder rewrites its
+        lock every few minutes, so a damaged object is not a live lock for long); it is
+        reported, and kept in ``unreadable`` for ``drengine unlock``."""
         out = []
+        self.unreadable: list[str] = []
         for obj in self.repo.backend.list(layout.LOCKS):
             oid = obj.name[len(layout.LOCKS) :]
             try:
@@ -145,6 +149,7 @@ class Locks:
                 continue  # released while we listed
             except (DrengineError, ValueError, KeyError, TypeError, OverflowError) as e:
                 log.warning("ignoring unreadable lock %s: %s", oid, e)
+                self.unreadable.append(oid)
         return out
 
     def stale(self, lock: LockInfo) -> bool:
