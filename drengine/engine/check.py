@@ -145,6 +145,10 @@ def _check_locks_and_leftovers(repo: Repository, res: CheckResult) -> None:
     for lock in locks.list():
         if locks.stale(lock):
             res.warnings.append(f"stale {lock.describe()} (drengine unlock removes it)")
+    for oid in locks.unreadable:
+        res.warnings.append(
+            f"lock {oid} cannot be read; it blocks no one (drengine unlock removes it)"
+        )
     now = time.time()
     old = [t for t in repo.leftovers() if now - t.mtime > LEFTOVER_AGE]
     for tmp in old:

@@ -7,13 +7,14 @@ wrong directory. Under an exclusive lock:
 1. Packs stored under a wrong ``data/XX/`` directory are verified against their name and
    written to their place, then the misplaced copy is removed.
 2. Every pack's trailer is read (ranged reads of its head and tail). With ``read_all`` the
-   whole pack is read instead and only blobs that decrypt and match their ID are indexed,
-   so a pack with a damaged body still gives what is intact.
-3. A pack whose trailer cannot be read keeps the entries the old index had for it, where
-   they fit inside the pack (check --read-data then verifies them); without any, it is
-   reported and left unindexed.
+   whole pack is read instead and checked against its name, and every blob is verified.
+3. A damaged pack (its trailer cannot be read, or with ``read_all`` it does not match its
+   hash or holds damaged blobs) is salvaged: every blob the old index or its trailer lists
+   that still reads and verifies is copied into a new pack. A pack with nothing known to
+   read is reported and left unindexed.
 4. New index objects are written, then one that supersedes every old index object (damaged
-   ones included); then the old objects are deleted, except under S3 Object Lock retention.
+   ones included); then the old objects and the salvaged packs are deleted, except under
+   S3 Object Lock retention. Afterwards ``check --read-data`` is clean.
 
 Blobs that were indexed in packs that are gone are no longer indexed afterwards: snapshots
 that reference them are found by ``check`` and rewritten by ``repair snapshots``.
@@ -28,11 +29,11 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from drengine.core.errors import DrengineError, IntegrityError
-from drengine.repository import layout
-from drengine.repository.index import IndexEntry, index_batches
+from drengine.repository import blobcodec, layout
+from drengine.repository.index import BLOBS_PER_INDEX, IndexEntry, index_batches
 from drengine.repository.layout import BlobType
 from drengine.repository.locks import HeldLock, locked
-from drengine.repository.pack import BlobRecord, parse_trailer
+from drengine.repository.pack import BlobRecord, PackWriter, parse_trailer
 from drengine.repository.repo import Repository
 
 _READERS = 8  # trailer reads are small and latency-bound on S3
@@ -45,7 +46,8 @@ class RepairIndexResult:
     packs_moved: int = 0
     packs_unreadable: list[str] = field(default_factory=list)  # not indexed
     packs_from_old_index: list[str] = field(default_factory=list)  # trailer damaged
-    blobs_dropped: int = 0  # --read-all-packs: damaged blobs left out
+    packs_salvaged: int = 0  # damaged packs whose intact blobs were copied to new packs
+    blobs_dropped: int = 0  # blobs of damaged packs that did not verify: lost
     packs_lost: int = 0  # indexed before, gone from storage
     index_objects_replaced: int = 0
     index_objects_kept: list[str] = field(default_factory=list)  # retained (Object Lock)
@@ -79,36 +81,50 @@ def _repair(
 
     say(f"reading {len(stored)} packs")
 
-    def one(item: tuple[bytes, int]) -> tuple[bytes, list[BlobRecord] | None, str, int]:
+    def one(item: tuple[bytes, int]) -> tuple[bytes, list[BlobRecord] | None, str, bool]:
+        """(pack, its records, what is wrong, whether the pack itself is damaged)."""
         pack_id, size = item
         try:
             if read_all:
-                good, dropped = _verified_records(repo, pack_id)
-                why = f"left out {dropped} damaged blobs" if dropped else ""
-                return pack_id, good, why, dropped
-            return pack_id, repo.read_pack_trailer(pack_id, size), "", 0
+                listed, good, intact = _verified_records(repo, pack_id)
+                dropped = len(listed) - len(good)
+                why = f"{dropped} damaged blobs" if dropped else ""
+                if not intact:
+                    why = ", ".join(w for w in ("does not match its hash", why) if w)
+                # A damaged pack is salvaged from everything it lists (what fails counts lost).
+                bad = not intact or bool(dropped)
+                return pack_id, listed if bad else good, why, bad
+            return pack_id, repo.read_pack_trailer(pack_id, size), "", False
         except DrengineError as e:
-            return pack_id, None, str(e), 0
+            return pack_id, None, str(e), True
 
     packs: list[tuple[bytes, list[BlobRecord]]] = []
+    damaged: list[tuple[bytes, list[BlobRecord]]] = []  # rewritten from what still verifies
     with ThreadPoolExecutor(_READERS, thread_name_prefix="repair") as pool:
-        for pack_id, records, problem, dropped in pool.map(one, sorted(stored.items())):
-            res.blobs_dropped += dropped
+        for pack_id, records, problem, bad in pool.map(one, sorted(stored.items())):
             name = pack_id.hex()
-            if records is None:
-                kept = [r for r in old.get(pack_id, []) if r.offset + r.length <= stored[pack_id]]
-                if kept:
+            if records is None:  # the trailer cannot be read: the old index may know more
+                records = [
+                    r for r in old.get(pack_id, []) if r.offset + r.length <= stored[pack_id]
+                ]
+                if records:
                     res.packs_from_old_index.append(name)
-                    res.notes.append(f"pack {name}: {problem}; kept {len(kept)} old entries")
-                    records = kept
                 else:
                     res.packs_unreadable.append(name)
-                    res.notes.append(f"pack {name}: {problem}; not indexed")
+                    res.notes.append(f"pack {name}: {problem}; nothing in it can be indexed")
                     continue
-            elif problem:  # --read-all-packs dropped damaged blobs
-                res.notes.append(f"pack {name}: {problem}")
-            if records:
+            if bad:
+                res.notes.append(f"pack {name}: {problem}; salvaging what verifies")
+                damaged.append((pack_id, records))
+            elif records:
                 packs.append((pack_id, records))
+    if damaged:
+        say(f"salvaging the blobs of {len(damaged)} damaged packs")
+        for pack_id, records in damaged:
+            new, lost = _salvage(repo, pack_id, records)
+            packs += new
+            res.blobs_dropped += lost
+            res.packs_salvaged += 1
     res.packs = len(packs)
     res.blobs = sum(len(r) for _, r in packs)
 
@@ -125,6 +141,14 @@ def _repair(
         lock.check_valid()
         repo.delete_index(oid)
         res.index_objects_replaced += 1
+    for pack_id, _ in damaged:  # their intact blobs are in new packs, indexed above
+        name = layout.pack_name(pack_id.hex())
+        until = repo.retained_until(name)
+        if until is not None and until > now:
+            res.notes.append(f"{name} stays until {until.isoformat()} (S3 Object Lock)")
+            continue
+        lock.check_valid()
+        repo.delete_pack(pack_id)
     return res
 
 
@@ -142,9 +166,13 @@ def _move_misplaced(
         res.notes.append(f"moved {name} to {layout.pack_name(pack_id.hex())}")
 
 
-def _verified_records(repo: Repository, pack_id: bytes) -> tuple[list[BlobRecord], int]:
-    """(the blobs of a whole pack that decrypt and match their ID, how many did not)."""
+def _verified_records(
+    repo: Repository, pack_id: bytes
+) -> tuple[list[BlobRecord], list[BlobRecord], bool]:
+    """(the blobs a whole pack lists, those that decrypt and match their ID, whether the pack
+    matches its name)."""
     data = repo.read_pack(pack_id)
+    intact = layout.object_id(data) == pack_id.hex()
     _, records = parse_trailer(repo.keys.encryption, data, f"pack {pack_id.hex()}")
     view = memoryview(data)
     good = []
@@ -155,4 +183,37 @@ def _verified_records(repo: Repository, pack_id: bytes) -> tuple[list[BlobRecord
             good.append(r)
         except IntegrityError:
             continue
-    return good, len(records) - len(good)
+    return records, good, intact
+
+
+def _salvage(
+    repo: Repository, pack_id: bytes, records: list[BlobRecord]
+) -> tuple[list[tuple[bytes, list[BlobRecord]]], int]:
+    """Copy every blob of a damaged pack that still reads and verifies into new packs, so
+    the damaged one can go and ``check --read-data`` is clean again. (new packs, blobs lost)"""
+    written: list[tuple[bytes, list[BlobRecord]]] = []
+    writers: dict[BlobType, PackWriter] = {}
+    level = repo.settings.compression_level
+
+    def flush(w: PackWriter) -> None:
+        records = list(w.records)
+        written.append((repo.save_pack(w.finish()), records))
+
+    lost = 0
+    for r in records:
+        entry = IndexEntry(pack_id, BlobType(r.type), r.offset, r.length, r.raw_length)
+        try:
+            plain = repo.open_blob(r.id, entry, repo.read_pack(pack_id, r.offset, r.length))
+        except DrengineError:
+            lost += 1
+            continue
+        w = writers.get(entry.type)
+        if w is None:
+            w = writers[entry.type] = PackWriter(repo.keys.encryption)
+        w.add(entry.type, r.id, blobcodec.encode(plain, level), r.raw_length)
+        if len(w) >= repo.settings.pack_size or len(w.records) >= BLOBS_PER_INDEX:
+            flush(w)
+            del writers[entry.type]
+    for w in writers.values():
+        flush(w)
+    return written, lost

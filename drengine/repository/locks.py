@@ -28,6 +28,7 @@ from drengine.core.errors import DrengineError, LockLost, ObjectNotFound, Reposi
 from drengine.core.model import load_json
 from drengine.crypto.aead import seal, unseal
 from drengine.repository import layout
+from drengine.repository.listing import list_objects
 from drengine.repository.repo import Repository
 
 log = logging.getLogger(__name__)
@@ -80,6 +81,7 @@ class Locks:
         self.repo = repo
         self.clock = clock
         self.host = socket.gethostname()
+        self.unreadable: list[str] = []  # lock IDs the last ``list`` could not read
 
     def _write(self, info: dict[str, object]) -> tuple[str, bytes]:
         data = seal(self.repo.keys.encryption, json.dumps(info).encode(), _LOCK_AAD)
@@ -119,13 +121,13 @@ class Locks:
         lock every few minutes, so a damaged object is not a live lock for long); it is
         reported, and kept in ``unreadable`` for ``drengine unlock``."""
         out = []
-        self.unreadable: list[str] = []
-        for obj in self.repo.backend.list(layout.LOCKS):
-            oid = obj.name[len(layout.LOCKS) :]
+        self.unreadable = []
+        for item in list_objects(self.repo.backend, layout.LOCKS, self.repo.strays):
+            oid = item.oid
             try:
                 plain = unseal(
                     self.repo.keys.encryption,
-                    self.repo.backend.get(obj.name),
+                    self.repo.backend.get(layout.LOCKS + oid),
                     _LOCK_AAD,
                     f"lock {oid}",
                 )

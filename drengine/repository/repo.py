@@ -184,7 +184,10 @@ class Repository:
             return repo
         if damaged and len(damaged) == len(key_names):
             raise IntegrityError(damaged[0])
-        raise WrongPassword(f"wrong password for the repository at {backend.location}")
+        also = f" ({len(damaged)} damaged key files could not be tried: {damaged[0]})"
+        raise WrongPassword(
+            f"wrong password for the repository at {backend.location}" + (also if damaged else "")
+        )
 
     def add_key(self, password: bytes, kdf: KdfParams | None = None) -> str:
         """Wrap the master keys under another password; returns the new key file's ID."""
@@ -459,6 +462,8 @@ class Repository:
             except (IntegrityError, StorageError) as e:
                 tried.add(entry.pack_id)
                 failures.append(e)
+                with self._salt_lock:  # a header read damaged in transit must not stick
+                    self._salts.pop(entry.pack_id, None)
 
     def load_tree(self, tree_id: bytes) -> list[Node]:
         entry = self.lookup(tree_id)

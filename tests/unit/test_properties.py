@@ -10,9 +10,8 @@
 
 from __future__ import annotations
 
-import dataclasses
-
 import base64
+import dataclasses
 import json
 import os
 import random
