@@ -28,7 +28,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-from drengine.core.errors import DrengineError, IntegrityError
+from drengine.core.errors import DrengineError, IntegrityError, ObjectNotFound, StorageError
 from drengine.repository import blobcodec, layout
 from drengine.repository.index import BLOBS_PER_INDEX, IndexEntry, index_batches
 from drengine.repository.layout import BlobType
@@ -95,14 +95,22 @@ def _repair(
                 bad = not intact or bool(dropped)
                 return pack_id, listed if bad else good, why, bad
             return pack_id, repo.read_pack_trailer(pack_id, size), "", False
-        except DrengineError as e:
+        except ObjectNotFound:
+            return pack_id, None, "gone from storage since the listing", False
+        except IntegrityError as e:  # the content is damaged: salvage what verifies
             return pack_id, None, str(e), True
+        except StorageError as e:
+            # Storage failed, not the pack: deciding now could salvage and delete a healthy
+            # pack. Stop before anything is written.
+            raise StorageError(f"repair index stopped, nothing changed: {e}") from None
 
     packs: list[tuple[bytes, list[BlobRecord]]] = []
     damaged: list[tuple[bytes, list[BlobRecord]]] = []  # rewritten from what still verifies
     with ThreadPoolExecutor(_READERS, thread_name_prefix="repair") as pool:
         for pack_id, records, problem, bad in pool.map(one, sorted(stored.items())):
             name = pack_id.hex()
+            if records is None and not bad:  # deleted since the listing
+                continue
             if records is None:  # the trailer cannot be read: the old index may know more
                 records = [
                     r for r in old.get(pack_id, []) if r.offset + r.length <= stored[pack_id]
@@ -204,7 +212,7 @@ def _salvage(
         entry = IndexEntry(pack_id, BlobType(r.type), r.offset, r.length, r.raw_length)
         try:
             plain = repo.open_blob(r.id, entry, repo.read_pack(pack_id, r.offset, r.length))
-        except DrengineError:
+        except IntegrityError:
             lost += 1
             continue
         w = writers.get(entry.type)

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from drengine.core.errors import DrengineError
 from drengine.core.model import Node, Snapshot
 from drengine.engine.backup import BackupOptions, run_backup
 from drengine.engine.check import run_check
@@ -16,6 +17,7 @@ from drengine.engine.repair_index import run_repair_index
 from drengine.engine.repair_snapshots import REPAIRED_TAG, run_repair_snapshots
 from drengine.repository import layout
 from drengine.repository.repo import Repository
+from drengine.storage.faults import FaultyBackend
 from drengine.storage.memory import MemoryBackend
 
 Files = dict[str, bytes]
@@ -226,3 +228,79 @@ def test_stray_files_are_reported_by_check_and_ignored_by_prune(
     )
     run_prune(fresh(repo, repo_password))  # no ValueError, nothing of the strays touched
     assert "data/README" in raw(repo)
+
+
+# ---- storage that misbehaves while prune and repair run (FaultyBackend) ----------------------
+
+
+def _faulty(repo: Repository) -> FaultyBackend:
+    backend = FaultyBackend(MemoryBackend())
+    for name, data in raw(repo).items():
+        backend.inner.put(name, data)
+    return backend
+
+
+def _restores(repo: Repository, src: Path, files: Files, snap_id: str) -> None:
+    repo.load_index()
+    (snap,) = [s for s in repo.snapshots() if s.id == snap_id]
+    found = entries(repo, snap)
+    for rel, data in files.items():
+        assert read_file(repo, found[f"{src}/{rel}"]) == data
+
+
+@pytest.mark.parametrize("method", ["put", "delete"])
+def test_prune_that_storage_fails_midway_loses_nothing(
+    backed_up: tuple[Repository, Path, Files, Snapshot],
+    repo_password: bytes,
+    tmp_path: Path,
+    method: str,
+) -> None:
+    repo, src, files, first = backed_up
+    (src / "small.txt").write_bytes(b"changed")
+    second = run_backup(fresh(repo, repo_password), BackupOptions([str(src)])).snapshot
+    repo.delete_snapshot(first.id)
+    backend = _faulty(repo)
+    # The second write of its kind: prune has repacked or deleted part of what it planned.
+    backend.fail(method, nth=2, prefix="" if method == "delete" else "data/")
+    with pytest.raises(DrengineError):
+        run_prune(Repository.open(backend, repo_password), max_unused=0.0)
+    backend.clear()
+    assert run_check(Repository.open(backend, repo_password), 1.0).errors == []
+    run_prune(Repository.open(backend, repo_password), max_unused=0.0)  # completes it
+    files = {**files, "small.txt": b"changed"}
+    _restores(Repository.open(backend, repo_password), src, files, second.id)
+
+
+def test_repair_index_stops_when_storage_fails_instead_of_dropping_packs(
+    backed_up: tuple[Repository, Path, Files, Snapshot], repo_password: bytes
+) -> None:
+    repo, src, files, snap = backed_up
+    backend = _faulty(repo)
+    before = dict(backend.inner.raw_objects())
+    backend.fail("get", nth=3, prefix="data/")  # one pack's trailer cannot be read now
+    with pytest.raises(DrengineError, match="repair index stopped, nothing changed"):
+        run_repair_index(Repository.open(backend, repo_password))
+    after = backend.inner.raw_objects()
+    assert {n for n in after if not n.startswith("locks/")} == {
+        n for n in before if not n.startswith("locks/")
+    }
+    backend.clear()
+    run_repair_index(Repository.open(backend, repo_password))
+    _restores(Repository.open(backend, repo_password), src, files, snap.id)
+
+
+def test_repair_index_salvages_a_pack_whose_content_is_damaged_in_storage(
+    backed_up: tuple[Repository, Path, Files, Snapshot], repo_password: bytes
+) -> None:
+    repo, *_ = backed_up
+    backend = _faulty(repo)
+    # Every read of one pack comes back corrupted (a failing disk sector, say): its trailer
+    # does not authenticate, so the old index entries are tried, and they do not verify.
+    name = sorted(n for n in backend.inner.raw_objects() if n.startswith(layout.DATA))[0]
+    backend.corrupt("get", prefix=name)
+    res = run_repair_index(Repository.open(backend, repo_password))
+    assert res.packs_salvaged == 1 and res.blobs_dropped > 0
+    backend.clear()
+    checked = run_check(Repository.open(backend, repo_password), 1.0)
+    # The blobs that pack held are gone now: check says which snapshots need repair.
+    assert checked.errors and all("not in the index" in e for e in checked.errors)
