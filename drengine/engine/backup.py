@@ -113,6 +113,7 @@ def _run_backup(
         if not ok:
             saver.stop()  # readers blocked on a full queue get an error and return
         w.pool.shutdown(wait=True, cancel_futures=not ok)
+        w.close()
         if not ok:
             saver.abort()
         if cache is not None:

@@ -29,7 +29,7 @@ from drengine.pipeline.chunker import Chunker
 from drengine.pipeline.saver import BlobSaver
 from drengine.repository.layout import BlobType
 from drengine.repository.repo import Repository
-from drengine.sources.files import node_from_stat, open_file
+from drengine.sources.files import Anchor, Place, node_from_stat, open_file
 
 _OPEN_DIRS = 256
 _READERS = 2
@@ -79,6 +79,8 @@ class _Listing:
     node: Node
     path: bytes
     names: list[bytes]
+    place: Place  # where its entries are for system calls
+    anchor: Anchor | None  # opened for it (a deep path): released when the listing ends
     pos: int = 0
     children: list[Child] = field(default_factory=list)
 
@@ -119,6 +121,13 @@ class Walker:
         self.root_dev: int | None = None
         self.small = min(_SMALL_FILE, s.chunker_min)
         self.unlisted: set[bytes] = set()  # directories whose entries could not be read
+        self.anchors: list[Anchor] = []  # descriptors of deep directories (see Place)
+
+    def close(self) -> None:
+        """After the readers stopped: close what a walk that stopped midway left open."""
+        for anchor in self.anchors:
+            anchor.close()
+        self.anchors = []
 
     # ---- errors -------------------------------------------------------------------------
 
@@ -132,7 +141,7 @@ class Walker:
         """The child for a backed-up path and, for a directory, everything below it. The
         path itself is never excluded (restic's rule since 0.19): a user who names it wants
         it; excludes apply to what lies inside."""
-        first = self.entry(path, name, given=True)
+        first = self.entry(path, name, Place(None, path), given=True)
         if not isinstance(first, _Listing):
             return first
         stack = [first]
@@ -141,13 +150,16 @@ class Walker:
             if top.pos < len(top.names):
                 entry_name = top.names[top.pos]
                 top.pos += 1
-                child = self.entry(join(top.path, entry_name), entry_name)
+                place = top.place.child(entry_name)
+                child = self.entry(join(top.path, entry_name), entry_name, place)
                 if isinstance(child, _Listing):
                     stack.append(child)
                 elif child is not None:
                     top.children.append(child)
                 continue
             stack.pop()
+            if top.anchor is not None:
+                top.anchor.release()
             pd = _PendingDir(top.node, top.path, top.children)
             self.pending.append(pd)
             self.drain(_OPEN_DIRS)
@@ -155,13 +167,16 @@ class Walker:
                 return pd
             stack[-1].children.append(pd)
 
-    def entry(self, path: bytes, name: bytes, given: bool = False) -> Child | _Listing | None:
-        """One directory entry: a child, a directory to list, or None (skipped/unreadable)."""
+    def entry(
+        self, path: bytes, name: bytes, place: Place, given: bool = False
+    ) -> Child | _Listing | None:
+        """One directory entry: a child, a directory to list, or None (skipped/unreadable).
+        ``path`` names it (files cache, messages); ``place`` reaches it (system calls)."""
         if not given and self.excluder.path_excluded(path):
             return None
         try:
-            st = os.lstat(path)
-            node = node_from_stat(name, path, st)
+            st = place.lstat()
+            node = node_from_stat(name, place, st)
         except OSError as e:
             self.error(path, e)
             return None
@@ -169,18 +184,21 @@ class Walker:
             crosses = self.root_dev is not None and st.st_dev != self.root_dev
             if self.one_file_system and crosses:
                 return self.finish_dir(_PendingDir(node, path, []))
-            return self.list_dir(path, node)
+            return self.list_dir(path, node, place)
         if node.type == "file":
             if not given and self.excluder.size_excluded(node.size):
                 return None
-            return self.file_child(path, node)
+            return self.file_child(path, node, place)
         self.progress.file_done()
         return node
 
-    def list_dir(self, path: bytes, node: Node) -> _Listing | None:
+    def list_dir(self, path: bytes, node: Node, place: Place) -> _Listing | None:
+        anchor = None
         try:
-            with os.scandir(path) as it:
-                names = sorted(e.name for e in it)
+            place, anchor = place.descend()
+            if anchor is not None:
+                self.anchors.append(anchor)
+            names = place.names()
         except OSError as e:
             self.error(path, e)
             self.unlisted.add(path)
@@ -188,9 +206,9 @@ class Walker:
         kept = self.excluder.dir_kept(path, names) if names else None
         if kept is not None:  # a tagged directory (CACHEDIR.TAG): it stays, with its tag only
             names = [n for n in names if n in kept]
-        return _Listing(node, path, names)
+        return _Listing(node, path, names, place, anchor)
 
-    def file_child(self, path: bytes, node: Node) -> Child:
+    def file_child(self, path: bytes, node: Node, place: Place) -> Child:
         self.bytes_total += node.size
         if node.links > 1:
             key = (node.device, node.inode)
@@ -211,25 +229,27 @@ class Walker:
             self.counts["files_changed" if known else "files_new"] += 1
             if node.size <= self.small:
                 # Small files are read right here: a thread hand-off costs more than the read.
-                child = self.read_small(path, node)
+                child = self.read_small(path, node, place)
             else:
                 self.slots.acquire()
-                child = self.pool.submit(self.read_file, path, node, True)
+                if place.anchor is not None:  # the walk may leave the directory first
+                    place.anchor.hold()
+                child = self.pool.submit(self.read_file, path, node, place, True)
         if node.links > 1:
             self.hardlinks[(node.device, node.inode)] = child
         return child
 
-    def read_small(self, path: bytes, node: Node) -> _FileResult:
+    def read_small(self, path: bytes, node: Node, place: Place) -> _FileResult:
         started = time.time_ns()
         try:
-            fd = open_file(path)
+            fd = open_file(place)
             try:
                 st = os.fstat(fd)
                 if not stat.S_ISREG(st.st_mode) or st.st_ino != node.inode:
                     raise OSError(0, "changed while being backed up")
                 data = os.read(fd, self.small + 1)
                 if len(data) > self.small:
-                    return self.read_file(path, node, False)  # it grew: chunk it
+                    return self.read_file(path, node, place, False)  # it grew: chunk it
             finally:
                 os.close(fd)
         except OSError as e:
@@ -245,10 +265,12 @@ class Walker:
         self.progress.file_done()
         return _FileResult(node, started)
 
-    def read_file(self, path: bytes, node: Node, release: bool) -> _FileResult:
+    def read_file(self, path: bytes, node: Node, place: Place, release: bool) -> _FileResult:
+        """``release``: called in a reader thread, which gives back its slot (and its hold
+        on the anchor) when done."""
         started = time.time_ns()
         try:
-            fd = open_file(path)
+            fd = open_file(place)
             with open(fd, "rb", buffering=0, closefd=True) as f:
                 st = os.fstat(fd)
                 if not stat.S_ISREG(st.st_mode) or st.st_ino != node.inode:
@@ -271,6 +293,8 @@ class Walker:
         finally:
             if release:
                 self.slots.release()
+                if place.anchor is not None:
+                    place.anchor.release()
 
     # ---- finishing directories ----------------------------------------------------------
 

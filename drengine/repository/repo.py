@@ -184,10 +184,10 @@ class Repository:
             return repo
         if damaged and len(damaged) == len(key_names):
             raise IntegrityError(damaged[0])
-        also = f" ({len(damaged)} damaged key files could not be tried: {damaged[0]})"
-        raise WrongPassword(
-            f"wrong password for the repository at {backend.location}" + (also if damaged else "")
-        )
+        also = ""
+        if damaged:
+            also = f" ({len(damaged)} damaged key files could not be tried: {damaged[0]})"
+        raise WrongPassword(f"wrong password for the repository at {backend.location}{also}")
 
     def add_key(self, password: bytes, kdf: KdfParams | None = None) -> str:
         """Wrap the master keys under another password; returns the new key file's ID."""

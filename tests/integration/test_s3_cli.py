@@ -82,7 +82,8 @@ def test_wrong_secret_is_one_clear_error_without_retries(
     proc = run("snapshots", code=1)
     assert time.monotonic() - start < 20
     lines = proc.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("drengine: error: access denied"), proc.stderr
+    assert len(lines) == 1 and lines[0].startswith("drengine: error: "), proc.stderr
+    assert "rejected the credentials" in lines[0] and "AWS_SECRET_ACCESS_KEY" in lines[0]
 
 
 def test_dead_endpoint_fails_with_a_clear_error_within_the_budget(tmp_path: Path) -> None:

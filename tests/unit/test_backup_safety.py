@@ -20,6 +20,7 @@ from drengine.pipeline.saver import BlobSaver, PacksMissing
 from drengine.repository import layout
 from drengine.repository.locks import STALE_AFTER, HeldLock
 from drengine.repository.repo import Repository
+from drengine.sources.files import Place
 from drengine.storage.local import LocalBackend
 
 
@@ -103,6 +104,60 @@ def test_a_tree_600_levels_deep_backs_up(mem_repo: Repository, tmp_path: Path) -
     assert snap.summary["dirs_total"] == 601
 
 
+def test_a_tree_deeper_than_path_max_backs_up(mem_repo: Repository, tmp_path: Path) -> None:
+    # 2,500 levels: full paths of 7,500 bytes, far beyond what one system call takes.
+    fd = os.open(tmp_path, os.O_RDONLY)
+    try:
+        for _ in range(2500):
+            os.mkdir("dd", dir_fd=fd)
+            nfd = os.open("dd", os.O_RDONLY, dir_fd=fd)
+            os.close(fd)
+            fd = nfd
+        os.symlink("target", "link", dir_fd=fd)
+        os.setxattr(f"/proc/self/fd/{fd}", "user.deep", b"yes")
+        with open(os.open("leaf", os.O_WRONLY | os.O_CREAT, 0o644, dir_fd=fd), "wb") as f:
+            f.write(os.urandom(300_000))  # read by a reader thread, through an anchor
+            f.seek(0)
+    finally:
+        os.close(fd)
+    open_before = len(os.listdir("/proc/self/fd"))
+    result = run_backup(mem_repo, BackupOptions([str(tmp_path / "dd")]))
+    assert result.errors == []
+    assert len(os.listdir("/proc/self/fd")) <= open_before + 2  # anchors are closed again
+    mem_repo.load_index()
+    found = entries(mem_repo, result.snapshot)
+    deepest = os.fsencode(tmp_path) + b"/dd" * 2500
+    assert len(content(mem_repo, found[deepest + b"/leaf"])) == 300_000
+    assert found[deepest + b"/link"].target == b"target"
+    assert (b"user.deep", b"yes") in found[deepest].xattrs
+    _rmtree_deep(tmp_path / "dd")
+
+
+def _rmtree_deep(top: Path) -> None:
+    """Remove a tree too deep for shutil.rmtree (it recurses) and for paths."""
+    stack = [os.open(top, os.O_RDONLY | os.O_DIRECTORY)]
+    names: list[list[str]] = [os.listdir(stack[0])]
+    while stack:
+        if not names[-1]:
+            os.close(stack.pop())
+            names.pop()
+            continue
+        name = names[-1].pop()
+        try:
+            os.unlink(name, dir_fd=stack[-1])
+            continue
+        except IsADirectoryError:
+            pass
+        try:
+            os.rmdir(name, dir_fd=stack[-1])
+        except OSError:  # not empty yet: empty it first, then come back to it
+            names[-1].append(name)
+            fd = os.open(name, os.O_RDONLY | os.O_DIRECTORY, dir_fd=stack[-1])
+            stack.append(fd)
+            names.append(os.listdir(fd))
+    os.rmdir(top)
+
+
 def test_a_backed_up_path_hundreds_of_components_deep(
     mem_repo: Repository, tmp_path: Path
 ) -> None:
@@ -119,10 +174,10 @@ def _unreadable(monkeypatch: pytest.MonkeyPatch, *paths: Path) -> None:
     bad = {os.fsencode(p) for p in paths}
     real_open, real_scandir = walker.open_file, os.scandir
 
-    def open_file(path: bytes) -> int:
-        if path in bad:
+    def open_file(place: Place) -> int:
+        if place.rel in bad:
             raise PermissionError(13, "Permission denied")
-        return real_open(path)
+        return real_open(place)
 
     def scandir(path):  # type: ignore[no-untyped-def]
         if os.fsencode(path) in bad:
