@@ -6,6 +6,7 @@ key derivation, a password in the environment and the local cache inside the tes
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -290,3 +291,44 @@ def write_random(path: Path, size: int) -> bytes:
     data = os.urandom(size)
     path.write_bytes(data)
     return data
+
+
+# --------------------------------------------------------------------------- hostile setups
+
+
+def dac_drop_prefix(tmp_path: Path) -> list[str] | None:
+    """A command prefix that runs as root without the capabilities that bypass file modes
+    ([] when not root), so a test can make a file unreadable; None where that cannot work."""
+    if os.geteuid() != 0:
+        return []
+    prefix = ["setpriv", "--bounding-set", "-dac_override,-dac_read_search"]
+    probe = tmp_path / "probe"
+    probe.write_bytes(b"x")
+    probe.chmod(0)
+    try:
+        proc = subprocess.run([*prefix, "cat", str(probe)], capture_output=True, check=False)
+    except FileNotFoundError:
+        return None
+    finally:
+        probe.unlink()
+    return prefix if proc.returncode != 0 else None
+
+
+@contextlib.contextmanager
+def small_tmpfs(path: Path, size: str) -> Iterator[Path]:
+    """A tmpfs of ``size`` (``2m``) mounted at ``path``: a disk that fills up. Skips the test
+    where mounting is not permitted."""
+    path.mkdir(exist_ok=True)
+    if os.geteuid() != 0:
+        pytest.skip("mounting a tmpfs needs root")
+    done = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)],
+        capture_output=True,
+        check=False,
+    )
+    if done.returncode != 0:
+        pytest.skip(f"mount -t tmpfs is not permitted here: {done.stderr.decode().strip()}")
+    try:
+        yield path
+    finally:
+        subprocess.run(["umount", "-l", str(path)], check=False)

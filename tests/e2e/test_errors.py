@@ -5,7 +5,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,6 +14,7 @@ from e2e_support import (
     PASSWORD,
     Repo,
     assert_one_line_error,
+    dac_drop_prefix,
     make_repo,
     restored_path,
     write_random,
@@ -280,23 +280,8 @@ def test_missing_input_path_exits_3(repo: Repo, tmp_path: Path) -> None:
     assert_partial_backup(repo, summary, [missing], src / "good")
 
 
-def _dac_drop_works(tmp_path: Path) -> list[str] | None:
-    """A command prefix that runs as root without the capabilities that bypass file modes."""
-    prefix = ["setpriv", "--bounding-set", "-dac_override,-dac_read_search"]
-    probe = tmp_path / "probe"
-    probe.write_bytes(b"x")
-    probe.chmod(0)
-    try:
-        proc = subprocess.run([*prefix, "cat", str(probe)], capture_output=True, check=False)
-    except FileNotFoundError:
-        return None
-    finally:
-        probe.unlink()
-    return prefix if proc.returncode != 0 else None
-
-
 def test_unreadable_file_and_directory_exit_3(repo: Repo, tmp_path: Path) -> None:
-    prefix = _dac_drop_works(tmp_path) if os.geteuid() == 0 else []
+    prefix = dac_drop_prefix(tmp_path)
     if prefix is None:
         pytest.skip("cannot make a file unreadable for root here (setpriv missing)")
     src = (tmp_path / "src").resolve()

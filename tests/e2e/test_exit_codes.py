@@ -11,27 +11,15 @@ import time
 from pathlib import Path
 
 import pytest
-from e2e_support import CLI, PASSWORD, Repo, assert_one_line_error
+from e2e_support import CLI, PASSWORD, Repo, assert_one_line_error, dac_drop_prefix
 
 from drengine.cli import state
 
 
 def _dac_drop(tmp_path: Path) -> list[str]:
-    """A command prefix that runs as root without the capabilities that bypass file modes."""
-    if os.geteuid() != 0:
-        return []
-    prefix = ["setpriv", "--bounding-set", "-dac_override,-dac_read_search"]
-    probe = tmp_path / "probe"
-    probe.write_bytes(b"x")
-    probe.chmod(0)
-    try:
-        proc = subprocess.run([*prefix, "cat", str(probe)], capture_output=True, check=False)
-    except FileNotFoundError:
+    prefix = dac_drop_prefix(tmp_path)
+    if prefix is None:
         pytest.skip("cannot make a file unreadable for root here (setpriv missing)")
-    finally:
-        probe.unlink()
-    if proc.returncode == 0:
-        pytest.skip("cannot make a file unreadable for root here")
     return prefix
 
 

@@ -16,7 +16,7 @@ from typing import Any
 
 import blake3
 import pytest
-from e2e_support import CLI, PASSWORD, Repo, restored_path
+from e2e_support import CLI, PASSWORD, Repo, restored_path, small_tmpfs
 
 from drengine.core.model import Node, Snapshot, encode_tree
 from drengine.crypto.keys import KdfParams
@@ -31,21 +31,8 @@ KIB = 1024
 @pytest.fixture
 def small_disk(tmp_path: Path) -> Iterator[Path]:
     """A 2 MiB tmpfs: the restore target that fills up."""
-    mnt = tmp_path / "small-disk"
-    mnt.mkdir()
-    if os.geteuid() != 0:
-        pytest.skip("mounting a tmpfs needs root")
-    done = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(mnt)],
-        capture_output=True,
-        check=False,
-    )
-    if done.returncode != 0:
-        pytest.skip(f"mount -t tmpfs is not permitted here: {done.stderr.decode().strip()}")
-    try:
+    with small_tmpfs(tmp_path / "small-disk", "2m") as mnt:
         yield mnt
-    finally:
-        subprocess.run(["umount", "-l", str(mnt)], check=False)
 
 
 def test_restore_into_a_full_disk(repo: Repo, tmp_path: Path, small_disk: Path) -> None:
