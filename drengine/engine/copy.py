@@ -12,7 +12,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from drengine.core.model import Node, Snapshot, encode_tree
+from drengine.core.model import Snapshot, encode_tree
+from drengine.engine.tree_paths import subtrees_first
 from drengine.pipeline.saver import BlobSaver
 from drengine.repository.layout import BlobType
 from drengine.repository.locks import locked
@@ -44,27 +45,13 @@ class _Translator:
         return new
 
     def tree(self, root: bytes) -> bytes:
-        """The destination ID of a source tree, subtrees first, without recursion (trees
-        may be thousands of levels deep)."""
-        stack: list[tuple[bytes, list[Node] | None]] = [(root, None)]
-        while stack:
-            tree_id, nodes = stack[-1]
-            if tree_id in self.trees:
-                stack.pop()
-                continue
-            if nodes is None:
-                nodes = self.src.load_tree(tree_id)
-                stack[-1] = (tree_id, nodes)
-                todo = [n.subtree for n in nodes if n.subtree and n.subtree not in self.trees]
-                if todo:
-                    stack.extend((t, None) for t in todo)
-                    continue
+        """The destination ID of a source tree, subtrees first."""
+        for tree_id, nodes in subtrees_first(root, self.src.load_tree, self.trees):
             for node in nodes:
                 node.content = [self.data_blob(b) for b in node.content]
                 if node.subtree is not None:
                     node.subtree = self.trees[node.subtree]
             self.trees[tree_id] = self.saver.save_blob(BlobType.TREE, encode_tree(nodes))
-            stack.pop()
         return self.trees[root]
 
 

@@ -26,6 +26,7 @@ import blake3
 
 from drengine.core.errors import DrengineError
 from drengine.core.model import Node, Snapshot, encode_tree
+from drengine.engine.tree_paths import subtrees_first
 from drengine.pipeline.saver import BlobSaver
 from drengine.repository import layout
 from drengine.repository.layout import BlobType
@@ -56,30 +57,16 @@ class _Rewriter:
 
     def rewrite(self, root: bytes) -> tuple[bytes, list[str]]:
         """(new root ID, "path: what" for every damaged entry below it)."""
-        stack: list[tuple[bytes, list[Node] | None]] = [(root, None)]
-        while stack:
-            tree_id, nodes = stack[-1]
-            if tree_id in self.done:
-                stack.pop()
-                continue
-            if nodes is None:
-                try:
-                    nodes = self.repo.load_tree(tree_id)
-                except DrengineError:
-                    self.unreadable.add(tree_id)  # its parent marks the directory
-                    nodes = []
-                stack[-1] = (tree_id, nodes)
-                todo = [
-                    n.subtree
-                    for n in nodes
-                    if n.type == "dir" and n.subtree and n.subtree not in self.done
-                ]
-                if todo:
-                    stack.extend((t, None) for t in todo)
-                    continue
+        for tree_id, nodes in subtrees_first(root, self._load, self.done):
             self.done[tree_id] = self._tree(tree_id, nodes)
-            stack.pop()
         return self.done[root]
+
+    def _load(self, tree_id: bytes) -> list[Node]:
+        try:
+            return self.repo.load_tree(tree_id)
+        except DrengineError:
+            self.unreadable.add(tree_id)  # its parent marks the directory
+            return []
 
     def _tree(self, tree_id: bytes, nodes: list[Node]) -> tuple[bytes, list[str]]:
         damage: list[str] = []

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import os
 from collections import OrderedDict
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Container, Iterator
 
 from drengine.core.errors import DrengineError, IntegrityError, UsageError
 from drengine.core.model import Node, Snapshot
@@ -59,6 +59,34 @@ class TreeCache:
             _, old = self._trees.popitem(last=False)
             self._nodes -= len(old)
         return nodes
+
+
+def subtrees_first(
+    root: bytes, load: Callable[[bytes], list[Node]], done: Container[bytes]
+) -> Iterator[tuple[bytes, list[Node]]]:
+    """(tree ID, nodes) for ``root`` and every distinct tree below it that is not in
+    ``done``, each after all its subtrees, without recursion (trees may be thousands of
+    levels deep). The caller adds each tree to ``done`` as it handles it, so shared subtrees
+    come once; copy and repair snapshots rewrite trees bottom-up this way."""
+    stack: list[tuple[bytes, list[Node] | None]] = [(root, None)]
+    on_path: set[bytes] = set()
+    while stack:
+        tree_id, nodes = stack[-1]
+        if nodes is None:
+            if tree_id in done:
+                stack.pop()
+                continue
+            if tree_id in on_path:
+                raise IntegrityError(f"tree {tree_id.hex()} contains itself (damaged or crafted)")
+            nodes = load(tree_id)
+            stack[-1] = (tree_id, nodes)
+            on_path.add(tree_id)
+            stack.extend((n.subtree, None) for n in nodes if n.subtree and n.subtree not in done)
+            continue
+        stack.pop()
+        on_path.discard(tree_id)
+        if tree_id not in done:
+            yield tree_id, nodes
 
 
 def _subtrees(nodes: list[Node]) -> list[bytes]:
