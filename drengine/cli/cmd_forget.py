@@ -13,9 +13,9 @@ import typer
 from rich.table import Table
 
 from drengine.cli.main import app
-from drengine.cli.render import out_console, print_json
+from drengine.cli.render import err_console, out_console, print_json
 from drengine.cli.state import open_repository
-from drengine.core.errors import DrengineError, UsageError
+from drengine.core.errors import DrengineError, IntegrityError, UsageError
 from drengine.core.model import Snapshot
 from drengine.engine.forget import (
     DEFAULT_GROUP_BY,
@@ -109,7 +109,15 @@ def _by_ids(repo: Repository, refs: list[str]) -> GroupDecision:
     # Resolve every reference before deleting anything: one typo removes nothing.
     snaps: dict[str, Snapshot] = {}
     for ref in refs:
-        snap = repo.find_snapshot(ref)
+        if ref == "latest":
+            snap = repo.find_snapshot(ref)
+        else:
+            oid = repo.resolve_snapshot_id(ref)
+            try:
+                snap = repo.load_snapshot(oid)
+            except IntegrityError as e:  # a damaged snapshot can still be forgotten by ID
+                err_console.print(f"warning: {e}; removing it all the same", markup=False)
+                snap = Snapshot("", "", "", [], [], b"", "", id=oid)
         snaps.setdefault(snap.id, snap)
     return GroupDecision(GroupKey(), [], list(snaps.values()))
 

@@ -516,10 +516,17 @@ class Repository:
         if ref == "latest":
             snaps = self.snapshots()
             if not snaps:
+                damaged = [n for n in self.damaged if n.startswith(layout.SNAPSHOTS)]
+                also = f" that can be read ({len(damaged)} are damaged)" if damaged else ""
                 raise SnapshotNotFound(
-                    f"the repository at {self.backend.location} has no snapshots"
+                    f"the repository at {self.backend.location} has no snapshots{also}"
                 )
             return snaps[-1]
+        return self.load_snapshot(self.resolve_snapshot_id(ref))
+
+    def resolve_snapshot_id(self, ref: str) -> str:
+        """The full ID an ID or unique prefix names, without reading the snapshot (so a
+        damaged one can still be named, to forget it)."""
         if not ref or any(c not in "0123456789abcdef" for c in ref):
             raise UsageError(f"{ref!r} is not a snapshot ID (hex digits) or 'latest'")
         matches = [oid for oid in self.snapshot_ids() if oid.startswith(ref)]
@@ -527,7 +534,7 @@ class Repository:
             raise SnapshotNotFound(f"no snapshot {ref} in {self.backend.location}")
         if len(matches) > 1:
             raise SnapshotNotFound(f"snapshot prefix {ref} is ambiguous ({len(matches)} match)")
-        return self.load_snapshot(matches[0])
+        return matches[0]
 
 
 def _enable_retention(backend: Backend, settings: Settings, *, creating: bool) -> None:

@@ -142,3 +142,24 @@ def test_a_damaged_files_cache_costs_speed_only(repo: Repo, tmp_path: Path, cli:
 
 def test_no_password_prompt_hangs_with_a_password_given(repo: Repo) -> None:
     assert repo.snapshots(env_extra={"DRENGINE_PASSWORD": PASSWORD}) == []
+
+
+def test_a_damaged_snapshot_is_reported_and_can_be_forgotten_by_id(
+    repo: Repo, tmp_path: Path
+) -> None:
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "f").write_bytes(b"data")
+    old = repo.backup(str(src))["snapshot_id"]
+    (src / "f").write_bytes(b"newer")
+    new = repo.backup(str(src))["snapshot_id"]
+    path = repo.path / "snapshots" / new
+    path.write_bytes(path.read_bytes()[:-1] + b"x")  # the newest snapshot is damaged
+    listed = repo.run("snapshots", "--json")
+    assert [s["id"] for s in listed.json()] == [old] and new in listed.err
+    out = tmp_path / "out"
+    repo.restore("latest", out)  # the newest readable one, said on stderr
+    assert (out / src.relative_to("/") / "f").read_bytes() == b"data"
+    repo.run("forget", new[:8])
+    assert not path.exists()
+    repo.run("check")
