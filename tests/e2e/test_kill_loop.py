@@ -118,7 +118,7 @@ def test_backup_killed_at_every_write(
     snap = repo.backup(str(src))["snapshot_id"]
     src, second = _source(tmp_path, 2)  # every file changes: the next backup writes a lot
     base, cache, total = _kill_points(cli, tmp_path, repo, "backup", str(src))
-    assert total >= 8, total
+    assert total >= 6, total  # packs vary with how two sealer threads share the blobs
     killed = 0
     for n in range(1, total + 1):
         _fresh(base, repo, cli, cache)
