@@ -38,6 +38,7 @@ _ROW_DTYPE = np.dtype(
     ]
 )
 _MERGE_AT = 1 << 16
+_TYPES = {int(t): t for t in BlobType}  # BlobType(n) costs an enum call per look-up
 # Format limit (repository-format §11): an index object's plaintext is at most this large.
 # Checked while decompressing, so a small crafted object cannot inflate to gigabytes.
 MAX_INDEX_PLAINTEXT = 256 << 20
@@ -134,24 +135,15 @@ class Index:
             if hit is not None:
                 no, t, off, ln, raw = hit
                 if no not in self._missing and self._pack_ids[no] not in skip:
-                    return IndexEntry(self._pack_ids[no], BlobType(t), off, ln, raw)
+                    return IndexEntry(self._pack_ids[no], _TYPES[t], off, ln, raw)
             key = _key(blob_id)
-            i = int(np.searchsorted(self._keys, np.uint64(key)))
-            while i < len(self._keys) and int(self._keys[i]) == key:
-                row = self._rows[i]
-                no = int(row["pack"])
-                if (
-                    bytes(row["id"]) == blob_id
-                    and no not in self._missing
-                    and self._pack_ids[no] not in skip
-                ):
-                    return IndexEntry(
-                        self._pack_ids[no],
-                        BlobType(int(row["type"])),
-                        int(row["offset"]),
-                        int(row["length"]),
-                        int(row["raw"]),
-                    )
+            keys = self._keys
+            i = int(keys.searchsorted(np.uint64(key)))
+            while i < len(keys) and int(keys[i]) == key:
+                # One conversion of the row to Python values (field access costs one each).
+                bid, no, t, off, ln, raw = self._rows[i].item()
+                if bid == blob_id and no not in self._missing and self._pack_ids[no] not in skip:
+                    return IndexEntry(self._pack_ids[no], _TYPES[t], off, ln, raw)
                 i += 1
         return None
 
