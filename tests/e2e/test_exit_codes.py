@@ -154,7 +154,9 @@ def test_a_damaged_snapshot_is_reported_and_can_be_forgotten_by_id(
     (src / "f").write_bytes(b"newer")
     new = repo.backup(str(src))["snapshot_id"]
     path = repo.path / "snapshots" / new
-    path.write_bytes(path.read_bytes()[:-1] + b"x")  # the newest snapshot is damaged
+    data = bytearray(path.read_bytes())
+    data[-1] ^= 0x01  # the newest snapshot is damaged
+    path.write_bytes(bytes(data))
     listed = repo.run("snapshots", "--json")
     assert [s["id"] for s in listed.json()] == [old] and new in listed.err
     out = tmp_path / "out"
