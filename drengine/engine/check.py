@@ -84,8 +84,9 @@ def _run_check(
     _check_locks_and_leftovers(repo, res)
     for name, why in sorted(repo.damaged_key_files().items()):
         res.errors.append(f"key file {name}: {why}")
+    misplaced = set(repo.strays.misplaced.values())  # reported with their pack above
     for name, why in sorted(repo.strays.found.items()):
-        if not any(name == w for w in repo.strays.misplaced.values()):
+        if name not in misplaced:
             res.errors.append(f"{name}: {why}")
 
     if read_fraction > 0:

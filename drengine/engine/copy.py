@@ -49,8 +49,8 @@ class _Translator:
         for tree_id, nodes in subtrees_first(root, self.src.load_tree, self.trees):
             for node in nodes:
                 node.content = [self.data_blob(b) for b in node.content]
-                if node.subtree is not None:
-                    node.subtree = self.trees[node.subtree]
+                if node.subtree is not None:  # only directories have one that is walked
+                    node.subtree = self.trees.get(node.subtree) if node.type == "dir" else None
             self.trees[tree_id] = self.saver.save_blob(BlobType.TREE, encode_tree(nodes))
         return self.trees[root]
 

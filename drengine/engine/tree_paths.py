@@ -67,7 +67,7 @@ def subtrees_first(
     """(tree ID, nodes) for ``root`` and every distinct tree below it that is not in
     ``done``, each after all its subtrees, without recursion (trees may be thousands of
     levels deep). The caller adds each tree to ``done`` as it handles it, so shared subtrees
-    come once; copy and repair snapshots rewrite trees bottom-up this way."""
+    come once: the shared-subtree count, copy and repair snapshots work bottom-up this way."""
     stack: list[tuple[bytes, list[Node] | None]] = [(root, None)]
     on_path: set[bytes] = set()
     while stack:
@@ -81,7 +81,7 @@ def subtrees_first(
             nodes = load(tree_id)
             stack[-1] = (tree_id, nodes)
             on_path.add(tree_id)
-            stack.extend((n.subtree, None) for n in nodes if n.subtree and n.subtree not in done)
+            stack.extend((t, None) for t in _subtrees(nodes) if t not in done)
             continue
         stack.pop()
         on_path.discard(tree_id)
@@ -97,27 +97,14 @@ def expansion(trees: TreeCache, roots: list[bytes]) -> tuple[int, int]:
     """(entries a walk of ``roots`` yields, entries stored in their distinct trees)."""
     expanded: dict[bytes, int] = {}
     stored = 0
-    on_path: set[bytes] = set()  # trees whose subtrees are being counted: a cycle is damage
-    # (tree ID, its own entry count, its subtrees once loaded)
-    stack: list[tuple[bytes, int, list[bytes] | None]] = [(r, 0, None) for r in roots]
-    while stack:
-        tid, own, kids = stack[-1]
-        if kids is None:
-            if tid in expanded:
-                stack.pop()
-                continue
-            if tid in on_path:
-                raise IntegrityError(f"tree {tid.hex()} contains itself (damaged or crafted)")
-            nodes = (trees.load(tid) if tid in roots else trees.load_below(tid)) or []
+
+    def load(tree_id: bytes) -> list[Node]:  # an unreadable subtree counts as empty
+        return (trees.load(tree_id) if tree_id in roots else trees.load_below(tree_id)) or []
+
+    for root in roots:
+        for tree_id, nodes in subtrees_first(root, load, expanded):
             stored += len(nodes)
-            kids = _subtrees(nodes)
-            stack[-1] = (tid, len(nodes), kids)
-            on_path.add(tid)
-            stack.extend((k, 0, None) for k in kids if k not in expanded)
-        else:
-            stack.pop()
-            on_path.discard(tid)
-            expanded[tid] = own + sum(expanded[k] for k in kids)
+            expanded[tree_id] = len(nodes) + sum(expanded[k] for k in _subtrees(nodes))
     return sum(expanded[r] for r in roots), stored
 
 
