@@ -1,4 +1,4 @@
-"""``drengine backup PATH...``: back up files and directories."""
+"""``drengine backup PATH... [--source URL...]``: back up files, databases, devices, streams."""
 
 from __future__ import annotations
 
@@ -11,8 +11,10 @@ from drengine.cli.main import app
 from drengine.cli.render import err_console, human_bytes, print_json, show_progress
 from drengine.cli.state import open_repository
 from drengine.core.errors import UsageError
+from drengine.core.progress import Progress
 from drengine.engine.backup import BackupOptions, run_backup
-from drengine.engine.progress import Progress
+from drengine.sources.base import Source
+from drengine.sources.command import CommandSource, StdinSource
 from drengine.sources.excludes import (
     Excluder,
     ExcludeRules,
@@ -22,6 +24,8 @@ from drengine.sources.excludes import (
     read_files_from_raw,
     read_files_from_verbatim,
 )
+from drengine.sources.files import FileSource
+from drengine.sources.urls import source_from_url
 
 EXIT_PARTIAL = 3
 
@@ -150,6 +154,27 @@ def backup(
     one_file_system: bool = typer.Option(
         False, "--one-file-system", "-x", help="Do not cross file-system boundaries."
     ),
+    source: list[str] = typer.Option(
+        [],
+        "--source",
+        help="Back up a database, device or image: postgresql://…, mysql://…, sqlite:///PATH, "
+        "block:///dev/… (repeatable; see docs/sources.md).",
+    ),
+    stdin: bool = typer.Option(False, "--stdin", help="Back up what is piped to standard input."),
+    stdin_filename: str = typer.Option(
+        "stdin", "--stdin-filename", help="Name of the stream in the snapshot (--stdin*)."
+    ),
+    stdin_from_command: bool = typer.Option(
+        False,
+        "--stdin-from-command",
+        help="Back up the output of the command given after --; its exit status is checked.",
+    ),
+    before: list[str] = typer.Option(
+        [], "--before", help="Shell command to run first; if it fails, nothing is backed up."
+    ),
+    after: list[str] = typer.Option(
+        [], "--after", help="Shell command to run afterwards, also when the backup failed."
+    ),
     tag: list[str] = typer.Option([], "--tag", help="Tag the snapshot (repeatable)."),
     host: str = typer.Option("", "--host", help="Host name to record (default: this host)."),
     json_out: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
@@ -166,18 +191,33 @@ def backup(
         exclude_larger_than,
     )
     excluder = Excluder(rules)  # compiles the patterns: a malformed one is a usage error
-    targets = _paths(paths or [], files_from, files_from_verbatim, files_from_raw)
+    command = list(paths or []) if stdin_from_command else []
+    args = [] if stdin_from_command else list(paths or [])
+    streams: list[Source] = [source_from_url(u) for u in source]
+    if stdin and stdin_from_command:
+        raise UsageError("--stdin and --stdin-from-command exclude each other")
+    if stdin:
+        streams.append(StdinSource(stdin_filename))
+    if stdin_from_command:
+        streams.append(CommandSource(command, stdin_filename))
+    given_files = args or files_from or files_from_verbatim or files_from_raw
+    targets = (
+        _paths(args, files_from, files_from_verbatim, files_from_raw)
+        if given_files or not streams
+        else []
+    )
+    sources: list[Source] = [FileSource(targets, rules, one_file_system)] if targets else []
     repo = open_repository()
     opts = BackupOptions(
-        paths=targets,
-        exclude=rules,
-        one_file_system=one_file_system,
+        sources=sources + streams,
         tags=tag,
         host=host or None,
+        before=before,
+        after=after,
     )
     progress = Progress()
     stop = threading.Event()
-    if err_console.is_terminal and not json_out:
+    if err_console.is_terminal and not json_out and targets:
         threading.Thread(
             target=_scan_totals, args=(targets, excluder, progress, stop), daemon=True
         ).start()
@@ -192,10 +232,14 @@ def backup(
     if json_out:
         print_json({"snapshot_id": snap.id, "short_id": snap.id[:8], **s})
     else:
-        typer.echo(
-            f"snapshot {snap.id[:8]} saved: {s['files_total']} files "
-            f"({s['files_new']} new, {s['files_changed']} changed, "
+        files = (
+            f"{s['files_total']} files ({s['files_new']} new, {s['files_changed']} changed, "
             f"{s['files_unmodified']} unmodified), {s['dirs_total']} dirs, "
+            if "files_total" in s
+            else ""
+        )
+        typer.echo(
+            f"snapshot {snap.id[:8]} saved: {snap.kind}: {files}"
             f"{human_bytes(s['bytes_total'])} read, {human_bytes(s['bytes_new'])} new, "
             f"{human_bytes(s['bytes_stored'])} stored, in {s['duration_seconds']:.1f} s"
         )

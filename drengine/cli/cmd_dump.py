@@ -1,4 +1,4 @@
-"""``drengine dump SNAPSHOT PATH``: write one file to stdout."""
+"""``drengine dump SNAPSHOT [PATH]``: write one file or stream to stdout."""
 
 from __future__ import annotations
 
@@ -8,18 +8,39 @@ import typer
 
 from drengine.cli.main import app
 from drengine.cli.state import open_repository
-from drengine.core.errors import OutputClosed
+from drengine.core.errors import OutputClosed, UsageError
+from drengine.core.model import Snapshot
 from drengine.engine.dump import run_dump
+
+
+def _only_stream(snap: Snapshot) -> str:
+    streams = snap.streams()
+    if len(streams) == 1:
+        return str(streams[0]["path"])
+    if not streams:
+        raise UsageError(
+            f"snapshot {snap.id[:8]} holds no stream; name the file: dump SNAPSHOT PATH"
+        )
+    raise UsageError(
+        f"snapshot {snap.id[:8]} holds {len(streams)} streams; name one: "
+        + ", ".join(str(s["path"]) for s in streams)
+    )
 
 
 @app.command()
 def dump(
     snapshot: str = typer.Argument(..., help="Snapshot ID, unique prefix, or 'latest'."),
-    path: str = typer.Argument(..., help="Absolute path of a file inside the snapshot."),
+    path: str = typer.Argument(
+        "",
+        help="Absolute path of a file inside the snapshot (optional when the snapshot holds "
+        "one stream: a dump, an image, a command's output).",
+    ),
 ) -> None:
-    """Write a file from a snapshot to standard output."""
+    """Write a file or stream from a snapshot to standard output."""
     repo = open_repository()
     snap = repo.find_snapshot(snapshot)
+    if not path:
+        path = _only_stream(snap)
     repo.load_index()
     try:
         run_dump(repo, snap, path, sys.stdout.buffer)

@@ -65,7 +65,5 @@ def key_remove(key_id: str = typer.Argument(..., help="Key file ID or unique pre
 def key_passwd(kdf_memory_mib: int = _MEMORY, kdf_iterations: int = _ITERATIONS) -> None:
     """Change the password: add a key file for the new one, then remove the old one."""
     repo = open_repository()
-    new, old = repo.replace_key(
-        read_new_password(), kdf_params(kdf_memory_mib, kdf_iterations)
-    )
+    new, old = repo.replace_key(read_new_password(), kdf_params(kdf_memory_mib, kdf_iterations))
     typer.echo(f"password changed: key {old[:8]} replaced by {new[:8]}")

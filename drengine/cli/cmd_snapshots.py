@@ -6,7 +6,7 @@ import typer
 from rich.table import Table
 
 from drengine.cli.main import app
-from drengine.cli.render import out_console, print_json
+from drengine.cli.render import human_bytes, out_console, print_json
 from drengine.cli.state import open_repository
 from drengine.core.model import Snapshot
 from drengine.engine.forget import matches_filter, parse_taglist
@@ -22,11 +22,23 @@ def snapshot_json(s: Snapshot) -> dict[str, object]:
         "paths": s.paths,
         "tags": s.tags,
         "tree": s.tree.hex(),
-        "source": s.source,
+        "source": s.kind,
+        "sources": s.parts,
         "program_version": s.program_version,
         "parent": s.parent,
         "summary": s.summary,
     }
+
+
+def describe_part(part: dict[str, object]) -> str:
+    """One line for people: the kind and what it holds (``postgresql app (15.4)``)."""
+    kind = str(part.get("kind", ""))
+    what = part.get("databases") or part.get("database") or part.get("device")
+    what = what or part.get("program") or part.get("file")
+    if isinstance(what, list):  # databases: records with a name each
+        what = ",".join(str(x.get("name", "")) if isinstance(x, dict) else str(x) for x in what)
+    version = str(part.get("server_version", "")).split(" ")[0]
+    return " ".join(str(x) for x in (kind, what or "", f"({version})" if version else "") if x)
 
 
 @app.command()
@@ -46,7 +58,7 @@ def snapshots(
         print_json([snapshot_json(s) for s in snaps])
         return
     table = Table(box=None)
-    for col in ("ID", "Time", "Host", "Tags", "Paths", "Files", "Errors"):
+    for col in ("ID", "Time", "Host", "Tags", "Source", "Paths", "Size", "Errors"):
         table.add_column(col)
     for s in snaps:
         table.add_row(
@@ -54,8 +66,9 @@ def snapshots(
             s.time[:19].replace("T", " "),
             s.host,
             ",".join(s.tags),
+            "\n".join(describe_part(p) for p in s.parts),
             "\n".join(s.paths),
-            str(s.summary.get("files_total", "")),
+            human_bytes(int(s.summary.get("bytes_total", 0) or 0)),
             str(len(s.summary.get("errors", []))),
         )
     out_console.print(table)

@@ -13,8 +13,8 @@ from typing import Any
 from rich.console import Console
 
 from drengine.core.errors import OutputClosed
+from drengine.core.progress import Progress
 from drengine.core.streams import flush_all, write_all
-from drengine.engine.progress import Progress
 
 # soft_wrap: a message stays one line when stderr is a log file or a pipe (scripts grep it).
 err_console = Console(stderr=True, highlight=False, soft_wrap=True)

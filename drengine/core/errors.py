@@ -14,7 +14,9 @@
     ├── IntegrityError                  exit 1  an object failed authentication or its hash
     ├── LockLost                        exit 1  our lock went stale or was removed meanwhile
     ├── OutputClosed                    exit 141 the reader of stdout went away (``| head``)
-    └── RestoreError                    exit 1  a restore could not complete (target problems)
+    ├── RestoreError                    exit 1  a restore could not complete (target problems)
+    ├── SourceFailed                    exit 13 a source could not be read or its dump failed
+    └── HookFailed                      exit 14 a --before/--after hook failed
 
 Callers catch ``DrengineError``; the CLI prints ``str(error)`` as one sentence.
 """
@@ -84,3 +86,16 @@ class OutputClosed(DrengineError):
 
 class RestoreError(DrengineError):
     pass
+
+
+class SourceFailed(DrengineError):
+    """A source could not be read (server down, wrong password, no such database or
+    device) or its producer failed after its last byte: no snapshot is written."""
+
+    exit_code = 13
+
+
+class HookFailed(DrengineError):
+    """A consistency hook failed: before the backup (nothing read), or after it."""
+
+    exit_code = 14

@@ -242,7 +242,9 @@ class Snapshot:
     tags: list[str]
     tree: bytes
     program_version: str
-    source: str = "files"
+    # What was backed up: {"kind": K, "parts": [record, ...]} (``sources/``; K is the one
+    # part's kind or "mixed"); snapshots before sources were recorded hold {"kind": "files"}.
+    source: dict[str, Any] = field(default_factory=lambda: {"kind": "files"})
     parent: str | None = None
     original: str | None = None  # for a copy: the snapshot ID in the repository copied from
     summary: dict[str, Any] = field(default_factory=dict)
@@ -258,12 +260,39 @@ class Snapshot:
             "tags": self.tags,
             "tree": self.tree.hex(),
             "program_version": self.program_version,
-            "source": {"kind": self.source},
+            "source": self.source,
             "parent": self.parent,
             **({"original": self.original} if self.original else {}),
             "summary": self.summary,
         }
         return json.dumps(doc, sort_keys=True).encode()
+
+    @property
+    def kind(self) -> str:
+        k = self.source.get("kind")
+        return k if isinstance(k, str) else ""
+
+    @property
+    def parts(self) -> list[dict[str, Any]]:
+        """Each source's record; an old files snapshot's one part is made up from it."""
+        parts = self.source.get("parts")
+        if isinstance(parts, list):
+            return [p for p in parts if isinstance(p, dict) and isinstance(p.get("kind"), str)]
+        return [{"kind": self.kind, "paths": list(self.paths)}]
+
+    def streams(self) -> list[dict[str, Any]]:
+        """Every stream entry of every part: {"path", "size", "sha256"} (plus the part's
+        ``kind``), as recorded at backup."""
+        out = []
+        for part in self.parts:
+            entries = part.get("entries")
+            if isinstance(entries, list):
+                out += [
+                    {**e, "kind": part["kind"]}
+                    for e in entries
+                    if isinstance(e, dict) and isinstance(e.get("path"), str)
+                ]
+        return out
 
     def sort_time(self) -> datetime:
         """The instant of ``time`` (checked when the snapshot was read)."""
@@ -285,7 +314,7 @@ class Snapshot:
             tags=_strings(d, "tags", required=False),
             tree=bytes.fromhex(_typed(d, "tree", str)),
             program_version=_typed(d, "program_version", str, ""),
-            source=_typed(source, "kind", str, "files") if isinstance(source, dict) else "",
+            source=_source(source),
             parent=_typed(d, "parent", (str, type(None)), None),
             original=_typed(d, "original", (str, type(None)), None),
             summary=_typed(d, "summary", dict, {}),
@@ -298,6 +327,14 @@ class Snapshot:
 
 
 _MISSING = object()
+
+
+def _source(v: Any) -> dict[str, Any]:
+    if not isinstance(v, dict):
+        return {"kind": ""}
+    if not isinstance(v.get("kind", "files"), str):
+        raise ValueError("source.kind has the wrong type")
+    return {"kind": "files", **v}
 
 
 def _typed(

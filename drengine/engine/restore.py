@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 
 from drengine.core.errors import RestoreError
 from drengine.core.model import Snapshot
-from drengine.engine.progress import Progress
+from drengine.core.progress import Progress
 from drengine.engine.restore_batches import pack_batches
 from drengine.engine.restore_dirs import ROOT, DirFds, NotADirectory, default_limit
 from drengine.engine.restore_files import ENTRY_ERRORS, FileWriter, TempNames, reason

@@ -19,8 +19,8 @@ import blake3
 
 from drengine.core.errors import DrengineError, IntegrityError
 from drengine.core.model import Node
+from drengine.core.progress import Progress
 from drengine.engine.blobstream import blob_stream
-from drengine.engine.progress import Progress
 from drengine.engine.restore_batches import Batch
 from drengine.engine.restore_dirs import DirFds
 from drengine.engine.restore_plan import Entry

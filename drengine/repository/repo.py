@@ -396,9 +396,7 @@ class Repository:
     def pack_missing(self, pack_id: bytes) -> None:
         """A read found the pack gone: use other copies of its blobs from now on."""
         if self.index.mark_missing(pack_id):
-            self.report_damaged(
-                layout.pack_name(pack_id.hex()), "the pack is missing from storage"
-            )
+            self.report_damaged(layout.pack_name(pack_id.hex()), "the pack is missing from storage")
 
     def pack_salt(self, pack_id: bytes) -> bytes:
         with self._salt_lock:
@@ -558,9 +556,7 @@ def _enable_retention(backend: Backend, settings: Settings, *, creating: bool) -
             f"the bucket of {where} does not have S3 Object Lock enabled: create the bucket "
             "with Object Lock, or enable it on a versioned bucket (docs/storage.md)"
         )
-    backend.set_retention(
-        settings.object_lock_mode, settings.object_lock_days, (layout.LOCKS,)
-    )
+    backend.set_retention(settings.object_lock_mode, settings.object_lock_days, (layout.LOCKS,))
 
 
 def _key_meta() -> dict[str, str]:

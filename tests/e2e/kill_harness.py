@@ -63,9 +63,7 @@ def main() -> None:
     mode, n = sys.argv[1], int(sys.argv[2])
     assert sys.argv[3] == "--"
     for method in ("put", "put_if_absent", "delete"):
-        setattr(
-            local.LocalBackend, method, _counted(mode, n, getattr(local.LocalBackend, method))
-        )
+        setattr(local.LocalBackend, method, _counted(mode, n, getattr(local.LocalBackend, method)))
     if mode == "count":
         atexit.register(lambda: print(f"writes={_count}", file=sys.stderr))
     from drengine.cli.main import main as drengine_main

@@ -19,6 +19,7 @@ from drengine.engine.check import run_check
 from drengine.engine.prune import run_prune
 from drengine.engine.restore import run_restore
 from drengine.repository.repo import Repository
+from drengine.sources.files import FileSource
 from drengine.storage.local import LocalBackend
 
 HARNESS = Path(__file__).with_name("kill_harness.py")
@@ -94,9 +95,7 @@ def _fresh(base: Path, repo: Repo, cli: CLI, cache: Path) -> None:
     subprocess.run(["cp", "-a", str(cache), str(cli.cache_dir)], check=True)
 
 
-def _kill_points(
-    cli: CLI, tmp_path: Path, repo: Repo, *args: str
-) -> tuple[Path, Path, int]:
+def _kill_points(cli: CLI, tmp_path: Path, repo: Repo, *args: str) -> tuple[Path, Path, int]:
     """Save the current state (repository and cache) and count the writes of the command."""
     base, cache = tmp_path / "base", tmp_path / "base-cache"
     subprocess.run(["cp", "-a", str(repo.path), str(base)], check=True)
@@ -136,7 +135,9 @@ def test_backup_killed_at_every_write(
         ]
         expected.update(dict.fromkeys(written, second))
         _assert_valid(repo, tmp_path, expected, src)
-        done = run_backup(_open(repo), BackupOptions([str(src)]))  # the next run completes
+        done = run_backup(
+            _open(repo), BackupOptions([FileSource([str(src)])])
+        )  # the next run completes
         expected[done.snapshot.id] = second
         _assert_valid(repo, tmp_path, expected, src)
     assert killed >= total - 3, (killed, total)

@@ -13,14 +13,15 @@ import pytest
 
 from drengine.core.errors import DrengineError, LockLost
 from drengine.core.model import Node, Snapshot
-from drengine.engine import walker
 from drengine.engine.backup import BackupOptions, NothingBackedUp, run_backup
 from drengine.engine.prune import run_prune
 from drengine.pipeline.saver import BlobSaver, PacksMissing
 from drengine.repository import layout
 from drengine.repository.locks import STALE_AFTER, HeldLock
 from drengine.repository.repo import Repository
-from drengine.sources.files import Place
+from drengine.sources import files_walk as walker
+from drengine.sources.files import FileSource
+from drengine.sources.files_meta import Place
 from drengine.storage.local import LocalBackend
 
 
@@ -57,7 +58,7 @@ def test_a_path_below_a_symlinked_directory_is_stored_under_that_path(
     (real / "docs" / "a.txt").write_bytes(b"alpha")
     (tmp_path / "srv" / "link").symlink_to("data")
     given = tmp_path / "srv" / "link" / "docs"
-    snap = run_backup(mem_repo, BackupOptions([str(given)])).snapshot
+    snap = run_backup(mem_repo, BackupOptions([FileSource([str(given)])])).snapshot
     mem_repo.load_index()
     found = entries(mem_repo, snap)
     link = found[os.fsencode(tmp_path / "srv" / "link")]
@@ -73,7 +74,8 @@ def test_a_symlink_given_with_a_path_below_it_keeps_that_path(
     (tmp_path / "data" / "docs" / "a.txt").write_bytes(b"alpha")
     (tmp_path / "link").symlink_to("data")
     result = run_backup(
-        mem_repo, BackupOptions([str(tmp_path / "link"), str(tmp_path / "link" / "docs")])
+        mem_repo,
+        BackupOptions([FileSource([str(tmp_path / "link"), str(tmp_path / "link" / "docs")])]),
     )
     mem_repo.load_index()
     found = entries(mem_repo, result.snapshot)
@@ -96,7 +98,7 @@ def test_a_tree_600_levels_deep_backs_up(mem_repo: Repository, tmp_path: Path) -
             f.write(b"bottom")
     finally:
         os.close(fd)
-    snap = run_backup(mem_repo, BackupOptions([str(deep)])).snapshot
+    snap = run_backup(mem_repo, BackupOptions([FileSource([str(deep)])])).snapshot
     mem_repo.load_index()
     found = entries(mem_repo, snap)
     leaf = os.fsencode(deep) + b"/d" * 600 + b"/leaf"
@@ -121,7 +123,7 @@ def test_a_tree_deeper_than_path_max_backs_up(mem_repo: Repository, tmp_path: Pa
     finally:
         os.close(fd)
     open_before = len(os.listdir("/proc/self/fd"))
-    result = run_backup(mem_repo, BackupOptions([str(tmp_path / "dd")]))
+    result = run_backup(mem_repo, BackupOptions([FileSource([str(tmp_path / "dd")])]))
     assert result.errors == []
     assert len(os.listdir("/proc/self/fd")) <= open_before + 2  # anchors are closed again
     mem_repo.load_index()
@@ -158,13 +160,11 @@ def _rmtree_deep(top: Path) -> None:
     os.rmdir(top)
 
 
-def test_a_backed_up_path_hundreds_of_components_deep(
-    mem_repo: Repository, tmp_path: Path
-) -> None:
+def test_a_backed_up_path_hundreds_of_components_deep(mem_repo: Repository, tmp_path: Path) -> None:
     path = tmp_path.joinpath(*["p"] * 700)
     path.mkdir(parents=True)
     (path / "f").write_bytes(b"x")
-    snap = run_backup(mem_repo, BackupOptions([str(path / "f")])).snapshot
+    snap = run_backup(mem_repo, BackupOptions([FileSource([str(path / "f")])])).snapshot
     mem_repo.load_index()
     assert content(mem_repo, entries(mem_repo, snap)[os.fsencode(path / "f")]) == b"x"
 
@@ -200,7 +200,7 @@ def test_a_backup_whose_only_input_is_unreadable_fails_without_a_snapshot(
         target.write_bytes(os.urandom(200_000 if kind == "big file" else 10))
     _unreadable(monkeypatch, target)
     with pytest.raises(NothingBackedUp, match="Permission denied") as e:
-        run_backup(mem_repo, BackupOptions([str(target)]))
+        run_backup(mem_repo, BackupOptions([FileSource([str(target)])]))
     assert e.value.exit_code == 1
     assert mem_repo.snapshot_ids() == []
 
@@ -211,7 +211,9 @@ def test_one_unreadable_input_of_two_gives_a_partial_snapshot(
     (tmp_path / "ok").write_bytes(b"fine")
     (tmp_path / "bad").write_bytes(b"secret")
     _unreadable(monkeypatch, tmp_path / "bad")
-    result = run_backup(mem_repo, BackupOptions([str(tmp_path / "ok"), str(tmp_path / "bad")]))
+    result = run_backup(
+        mem_repo, BackupOptions([FileSource([str(tmp_path / "ok"), str(tmp_path / "bad")])])
+    )
     assert result.partial and [e["path"] for e in result.errors] == [str(tmp_path / "bad")]
     assert mem_repo.snapshot_ids() == [result.snapshot.id]
 
@@ -226,11 +228,11 @@ def test_a_lost_pack_is_uploaded_again_by_the_next_backup(
     src.mkdir()
     (src / "a.bin").write_bytes(os.urandom(150_000))
     (src / "b.bin").write_bytes(os.urandom(150_000))
-    run_backup(mem_repo, BackupOptions([str(src)]))
+    run_backup(mem_repo, BackupOptions([FileSource([str(src)])]))
     for name in [o.name for o in mem_repo.backend.list(layout.DATA)]:
         mem_repo.backend.delete(name)  # every pack lost; the index still lists them
     repo = _reopen(mem_repo, repo_password)
-    second = run_backup(repo, BackupOptions([str(src)])).snapshot
+    second = run_backup(repo, BackupOptions([FileSource([str(src)])])).snapshot
     assert second.summary["files_unmodified"] == 0  # the files cache did not trust lost blobs
     reader = _reopen(mem_repo, repo_password)
     reader.load_index()
@@ -265,7 +267,7 @@ def test_a_pack_deleted_during_the_backup_fails_it_without_a_snapshot(
     src = tmp_path / "src"
     src.mkdir()
     (src / "old.bin").write_bytes(os.urandom(100_000))
-    run_backup(mem_repo, BackupOptions([str(src)], use_files_cache=False))
+    run_backup(mem_repo, BackupOptions([FileSource([str(src)])], use_files_cache=False))
     (src / "new.bin").write_bytes(os.urandom(10))
     repo = _reopen(mem_repo, repo_password)
 
@@ -276,7 +278,7 @@ def test_a_pack_deleted_during_the_backup_fails_it_without_a_snapshot(
 
     _before_the_proof(monkeypatch, delete_old_packs)
     with pytest.raises(PacksMissing, match="no longer in storage"):
-        run_backup(repo, BackupOptions([str(src)], use_files_cache=False))
+        run_backup(repo, BackupOptions([FileSource([str(src)])], use_files_cache=False))
     assert len(repo.snapshot_ids()) == 1
 
 
@@ -291,7 +293,7 @@ def test_a_backup_whose_lock_was_removed_writes_no_snapshot(
 
     _before_the_proof(monkeypatch, unlock_remove_all)
     with pytest.raises(LockLost, match="removed"):
-        run_backup(mem_repo, BackupOptions([str(tmp_path / "f")]))
+        run_backup(mem_repo, BackupOptions([FileSource([str(tmp_path / "f")])]))
     assert mem_repo.snapshot_ids() == []
 
 
@@ -304,7 +306,9 @@ def test_a_paused_backup_whose_lock_went_stale_writes_no_snapshot(
     src = tmp_path / "src"
     src.mkdir()
     (src / "shared.bin").write_bytes(os.urandom(100_000))
-    first = run_backup(mem_repo, BackupOptions([str(src)], use_files_cache=False)).snapshot
+    first = run_backup(
+        mem_repo, BackupOptions([FileSource([str(src)])], use_files_cache=False)
+    ).snapshot
     paused, resume = threading.Event(), threading.Event()
     real_drain = walker.Walker.drain
 
@@ -320,7 +324,7 @@ def test_a_paused_backup_whose_lock_went_stale_writes_no_snapshot(
     def backup() -> None:
         try:
             repo = _reopen(mem_repo, repo_password)
-            outcome.append(run_backup(repo, BackupOptions([str(src)])).snapshot)
+            outcome.append(run_backup(repo, BackupOptions([FileSource([str(src)])])).snapshot)
         except BaseException as e:
             outcome.append(e)
 
@@ -332,9 +336,9 @@ def test_a_paused_backup_whose_lock_went_stale_writes_no_snapshot(
     monkeypatch.setattr(
         HeldLock,
         "_age",
-        lambda self: STALE_AFTER + timedelta(minutes=1)
-        if self.operation == "backup"
-        else real_age(self),
+        lambda self: (
+            STALE_AFTER + timedelta(minutes=1) if self.operation == "backup" else real_age(self)
+        ),
     )
     monkeypatch.setattr(
         "drengine.repository.locks.Locks.stale", lambda self, lock: lock.operation == "backup"
@@ -353,7 +357,9 @@ def test_a_paused_backup_whose_lock_went_stale_writes_no_snapshot(
 
 
 def test_two_backups_from_one_host_at_once_both_succeed(
-    tmp_path: Path, repo_factory, repo_password: bytes  # type: ignore[no-untyped-def]
+    tmp_path: Path,
+    repo_factory,
+    repo_password: bytes,  # type: ignore[no-untyped-def]
 ) -> None:
     repo = repo_factory(LocalBackend(tmp_path / "repo"))
     src = tmp_path / "src"
@@ -365,7 +371,7 @@ def test_two_backups_from_one_host_at_once_both_succeed(
 
     def backup() -> None:
         try:
-            run_backup(_reopen(repo, repo_password), BackupOptions([str(src)]))
+            run_backup(_reopen(repo, repo_password), BackupOptions([FileSource([str(src)])]))
         except BaseException as e:
             errors.append(e)
 
@@ -384,9 +390,11 @@ def test_load_index_twice_gives_what_a_fresh_process_gives(
     src = tmp_path / "src"
     src.mkdir()
     (src / "a.bin").write_bytes(os.urandom(120_000))
-    run_backup(mem_repo, BackupOptions([str(src)]))
+    run_backup(mem_repo, BackupOptions([FileSource([str(src)])]))
     (src / "b.bin").write_bytes(os.urandom(120_000))
-    run_backup(mem_repo, BackupOptions([str(src)]))  # the same repository object again
+    run_backup(
+        mem_repo, BackupOptions([FileSource([str(src)])])
+    )  # the same repository object again
     mem_repo.load_index()
     mem_repo.load_index()
     fresh = _reopen(mem_repo, repo_password)
@@ -407,4 +415,4 @@ def test_a_directory_too_large_for_one_tree_is_reported_not_lost_silently(
     monkeypatch.setattr("drengine.repository.blobcodec.MAX_TREE_BLOB", 100)
     with pytest.raises(DrengineError):
         # The root trees exceed 100 bytes too: nothing can be stored, and that is an error.
-        run_backup(mem_repo, BackupOptions([str(src)]))
+        run_backup(mem_repo, BackupOptions([FileSource([str(src)])]))

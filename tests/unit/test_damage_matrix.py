@@ -48,6 +48,7 @@ from drengine.repository.index import IndexEntry
 from drengine.repository.layout import BlobType
 from drengine.repository.pack import BlobRecord
 from drengine.repository.repo import Repository
+from drengine.sources.files import FileSource
 from drengine.storage.base import Backend
 from drengine.storage.faults import FaultyBackend
 from drengine.storage.memory import MemoryBackend
@@ -320,7 +321,8 @@ def _pick_victim(
     nodes: dict[str, dict[str, Node]],
 ) -> tuple[bytes, bytes]:
     """A data pack holding part of big.bin, with blobs both before and beyond half its size,
-    that some but not all files of each snapshot have data in."""
+    that some but not all files of each snapshot have data in, and each snapshot beyond
+    half its size."""
     by_pack: dict[bytes, list[bytes]] = defaultdict(list)
     for bid, e in where.items():
         by_pack[e.pack_id].append(bid)
@@ -334,7 +336,19 @@ def _pick_victim(
             {p for p, n in ns.items() if any(where[b].pack_id == pack for b in n.content)}
             for ns in nodes.values()
         ]
-        if all(0 < len(h) < len(ns) for h, ns in zip(hits, nodes.values(), strict=True)):
+        # Each snapshot must also have data beyond the cut (which blobs land there depends
+        # on how the sealer threads split the work, so this is checked, not assumed).
+        beyond = [
+            any(
+                where[b].pack_id == pack and where[b].offset + where[b].length > cut
+                for n in ns.values()
+                for b in n.content
+            )
+            for ns in nodes.values()
+        ]
+        if all(beyond) and all(
+            0 < len(h) < len(ns) for h, ns in zip(hits, nodes.values(), strict=True)
+        ):
             return pack, next(b for b in big if where[b].pack_id == pack)
     raise AssertionError("no data pack fits the pack cases; the fixture tree needs a change")
 
@@ -354,9 +368,9 @@ def base(
         mp.setenv("DRENGINE_CACHE_DIR", str(cache))
         repo = Repository.init(backend, repo_password, small_settings, cheap_kdf)
         _write(src, V1)
-        snap1 = run_backup(repo, BackupOptions([str(src)])).snapshot.id
+        snap1 = run_backup(repo, BackupOptions([FileSource([str(src)])])).snapshot.id
         _write(src, V2)
-        snap2 = run_backup(repo, BackupOptions([str(src)])).snapshot.id
+        snap2 = run_backup(repo, BackupOptions([FileSource([str(src)])])).snapshot.id
     reader = Repository.open(backend, repo_password)
     reader.load_index()
     where = dict(reader.index.entries())
@@ -502,7 +516,7 @@ def expect_refused(w: World) -> None:
 def backup_and_restore(w: World) -> Snapshot:
     """A backup of the current tree succeeds and its snapshot restores exactly."""
     before = w.snapshot_names()
-    res = run_backup(w.open(), BackupOptions([str(w.src)]))
+    res = run_backup(w.open(), BackupOptions([FileSource([str(w.src)])]))
     assert res.errors == []
     assert w.snapshot_names() == before | {layout.SNAPSHOTS + res.snapshot.id}
     expect_restore(w, res.snapshot.id, w.base.files[w.base.snap2])
@@ -1084,12 +1098,12 @@ def _(w: World) -> None:
     faulty = FaultyBackend(w.backend).fail("put", prefix=layout.DATA, nth=2)
     before = w.snapshot_names()
     with pytest.raises(DrengineError):
-        run_backup(w.open(faulty), BackupOptions([str(new)]))
+        run_backup(w.open(faulty), BackupOptions([FileSource([str(new)])]))
     assert len(faulty.injected("fail")) == 1
     assert w.snapshot_names() == before  # no snapshot written
     assert not any(n.startswith(layout.LOCKS) for n in w.objects)
     assert check(w).errors == []
-    res = run_backup(w.open(), BackupOptions([str(new)]))
+    res = run_backup(w.open(), BackupOptions([FileSource([str(new)])]))
     assert res.errors == []
     expect_restore(w, res.snapshot.id, files, src=new)
     expect_restore(w, w.base.snap2, w.base.files[w.base.snap2])

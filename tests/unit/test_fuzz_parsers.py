@@ -70,6 +70,7 @@ from drengine.repository.pack import (
     parse_trailer,
 )
 from drengine.repository.repo import Repository
+from drengine.sources.files import FileSource
 from drengine.storage.memory import MemoryBackend
 
 # One place for the budget: examples per test, by how much work one example is.
@@ -419,8 +420,9 @@ def check_node(n: Node, source: object = None) -> None:
 
 
 def check_snapshot(s: Snapshot) -> None:
-    for key in ("time", "host", "username", "program_version", "source", "id"):
+    for key in ("time", "host", "username", "program_version", "kind", "id"):
         assert isinstance(getattr(s, key), str)
+    assert isinstance(s.source, dict) and all(isinstance(p["kind"], str) for p in s.parts)
     assert all(isinstance(p, str) for p in s.paths) and all(isinstance(t, str) for t in s.tags)
     assert isinstance(s.tree, bytes) and len(s.tree) == 32
     assert s.parent is None or isinstance(s.parent, str)
@@ -968,9 +970,9 @@ def small_repo(
             "sub": {"b": b"b" * 5000, "deeper": {"c": b"c"}},
         },
     )
-    run_backup(mem_repo, BackupOptions(paths=[str(src)]))
+    run_backup(mem_repo, BackupOptions([FileSource([str(src)])]))
     (src / "new").write_bytes(rng.bytes(3000))
-    run_backup(mem_repo, BackupOptions(paths=[str(src)], tags=["second"]))
+    run_backup(mem_repo, BackupOptions([FileSource([str(src)])], tags=["second"]))
     mem_repo.load_index()
     return mem_repo
 

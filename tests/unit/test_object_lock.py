@@ -31,6 +31,7 @@ from drengine.engine.restore import run_restore
 from drengine.repository import layout
 from drengine.repository.config import Config, Settings, open_settings, read_header
 from drengine.repository.repo import Repository
+from drengine.sources.files import FileSource
 from drengine.storage.base import Backend, Buffer, Capabilities
 from drengine.storage.local import LocalBackend
 from drengine.storage.memory import MemoryBackend
@@ -140,7 +141,7 @@ def _record(backend: Backend, *operations: str) -> list[dict[str, Any]]:
 
 
 def _backup(repo: Repository, src: Path) -> str:
-    snap = run_backup(repo, BackupOptions([str(src)], use_files_cache=False)).snapshot
+    snap = run_backup(repo, BackupOptions([FileSource([str(src)])], use_files_cache=False)).snapshot
     return snap.id
 
 

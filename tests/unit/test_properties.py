@@ -36,6 +36,7 @@ from drengine.pipeline import chunker as chunker_module
 from drengine.pipeline.chunker import Chunker
 from drengine.repository.config import Settings
 from drengine.repository.repo import Repository
+from drengine.sources.files import FileSource
 from drengine.storage.memory import MemoryBackend
 
 MiB = 1024 * 1024
@@ -255,7 +256,7 @@ def test_backup_restore_round_trip(
         src, target = Path(work) / "src", Path(work) / "target"
         _write_files(src, files, dirs)
         repo = repo_factory(compression_level=compression)
-        backup = run_backup(repo, BackupOptions([str(src)]))
+        backup = run_backup(repo, BackupOptions([FileSource([str(src)])]))
         assert backup.errors == []
         summary = backup.snapshot.summary
         packs = summary["packs_new"]
@@ -300,7 +301,7 @@ def test_backup_restore_example_tree(
             ".hidden": {"file": b"hidden"},
         },
     )
-    backup = run_backup(mem_repo, BackupOptions([str(src)]))
+    backup = run_backup(mem_repo, BackupOptions([FileSource([str(src)])]))
     assert backup.errors == []
     reader = Repository.open(mem_repo.backend, repo_password)
     reader.load_index()
@@ -357,13 +358,13 @@ def stored_repo(
         mp.setenv("DRENGINE_CACHE_DIR", str(work / "cache"))
         repo = Repository.init(backend, repo_password, small_settings, cheap_kdf)
         _write_files(src, files, set())
-        first = run_backup(repo, BackupOptions([str(src)]))
+        first = run_backup(repo, BackupOptions([FileSource([str(src)])]))
         assert first.errors == []
         files_of = {first.snapshot.id: dict(files)}
         files["sub/dir/small"] = b"changed"
         files["more.bin"] = rng.bytes(30_000)
         _write_files(src, files, set())
-        second = run_backup(repo, BackupOptions([str(src)]))
+        second = run_backup(repo, BackupOptions([FileSource([str(src)])]))
         assert second.errors == []
         files_of[second.snapshot.id] = dict(files)
     stored = StoredRepo(dict(backend.raw_objects()), files, src, work, repo_password, files_of)

@@ -16,6 +16,7 @@ from drengine.engine.restore import run_restore
 from drengine.repository import layout
 from drengine.repository.locks import locked
 from drengine.repository.repo import Repository
+from drengine.sources.files import FileSource
 
 TwoSnapshots = tuple[Repository, Path, Snapshot, Snapshot]
 
@@ -44,11 +45,14 @@ def two_snapshots(mem_repo: Repository, tmp_path: Path, repo_password: bytes) ->
     (src / "keep").mkdir(parents=True)
     (src / "keep" / "a.bin").write_bytes(os.urandom(200_000))
     (src / "gone.bin").write_bytes(os.urandom(300_000))
-    first = run_backup(mem_repo, BackupOptions([str(src)], use_files_cache=False)).snapshot
+    first = run_backup(
+        mem_repo, BackupOptions([FileSource([str(src)])], use_files_cache=False)
+    ).snapshot
     (src / "gone.bin").unlink()
     (src / "keep" / "b.bin").write_bytes(os.urandom(100_000))
     second = run_backup(
-        _reopen(mem_repo, repo_password), BackupOptions([str(src)], use_files_cache=False)
+        _reopen(mem_repo, repo_password),
+        BackupOptions([FileSource([str(src)])], use_files_cache=False),
     ).snapshot
     return mem_repo, src, first, second
 

@@ -17,6 +17,7 @@ from drengine.engine.repair_index import run_repair_index
 from drengine.engine.repair_snapshots import REPAIRED_TAG, run_repair_snapshots
 from drengine.repository import layout
 from drengine.repository.repo import Repository
+from drengine.sources.files import FileSource
 from drengine.storage.faults import FaultyBackend
 from drengine.storage.memory import MemoryBackend
 
@@ -61,7 +62,9 @@ def backed_up(mem_repo: Repository, tmp_path: Path) -> tuple[Repository, Path, F
     }
     for rel, data in files.items():
         (src / rel).write_bytes(data)
-    snap = run_backup(mem_repo, BackupOptions([str(src)], use_files_cache=False)).snapshot
+    snap = run_backup(
+        mem_repo, BackupOptions([FileSource([str(src)])], use_files_cache=False)
+    ).snapshot
     return mem_repo, src, files, snap
 
 
@@ -97,7 +100,7 @@ def test_a_garbage_index_object_stops_nothing_but_prune_until_repaired(
     assert [s.id for s in other.snapshots()] == [snap.id]
     other.load_index()  # reported and skipped, not raised
     assert garbage in other.damaged
-    run_backup(fresh(repo, repo_password), BackupOptions([str(src)]))
+    run_backup(fresh(repo, repo_password), BackupOptions([FileSource([str(src)])]))
     checked = run_check(fresh(repo, repo_password))
     assert any(garbage in e for e in checked.errors)
     with pytest.raises(PruneRefused, match="repair index"):
@@ -257,7 +260,9 @@ def test_prune_that_storage_fails_midway_loses_nothing(
 ) -> None:
     repo, src, files, first = backed_up
     (src / "small.txt").write_bytes(b"changed")
-    second = run_backup(fresh(repo, repo_password), BackupOptions([str(src)])).snapshot
+    second = run_backup(
+        fresh(repo, repo_password), BackupOptions([FileSource([str(src)])])
+    ).snapshot
     repo.delete_snapshot(first.id)
     backend = _faulty(repo)
     # Midway: packs repacked but no index written yet (prune always writes one), or the

@@ -19,22 +19,14 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeAlias
 
-import blake3
-
 from drengine.core.errors import DrengineError
-from drengine.core.model import Node, encode_tree
-from drengine.engine.files_cache import FilesCache
-from drengine.engine.progress import Progress
-from drengine.pipeline.chunker import Chunker
-from drengine.pipeline.saver import BlobSaver
-from drengine.repository.layout import BlobType
-from drengine.repository.repo import Repository
-from drengine.sources.files import Anchor, Place, node_from_stat, open_file
+from drengine.core.model import Node
+from drengine.pipeline.content import ContentStore
+from drengine.sources.files_cache import FilesCache
+from drengine.sources.files_meta import Anchor, Place, node_from_stat, open_file
 
 _OPEN_DIRS = 256
 _READERS = 2
-# Files up to this size fit one chunk (FastCDC never cuts below its minimum chunk size).
-_SMALL_FILE = 64 * 1024
 
 
 class Excluder(Protocol):
@@ -97,19 +89,15 @@ def join(directory: bytes, name: bytes) -> bytes:
 class Walker:
     def __init__(
         self,
-        repo: Repository,
-        saver: BlobSaver,
-        progress: Progress,
+        store: ContentStore,
         *,
         excluder: Excluder,
         one_file_system: bool,
         cache: FilesCache | None,
     ) -> None:
-        self.repo, self.saver, self.progress = repo, saver, progress
+        self.store, self.progress = store, store.progress
         self.excluder = excluder
         self.one_file_system = one_file_system
-        s = repo.settings
-        self.chunker = Chunker(s.chunker_min, s.chunker_avg, s.chunker_max, repo.keys.chunker_seed)
         self.pool = ThreadPoolExecutor(_READERS, thread_name_prefix="reader")
         self.slots = threading.BoundedSemaphore(_READERS * 8)
         self.pending: deque[_PendingDir] = deque()
@@ -119,7 +107,7 @@ class Walker:
         self.counts = {"files_new": 0, "files_changed": 0, "files_unmodified": 0, "dirs": 0}
         self.bytes_total = 0
         self.root_dev: int | None = None
-        self.small = min(_SMALL_FILE, s.chunker_min)
+        self.small = store.small
         self.unlisted: set[bytes] = set()  # directories whose entries could not be read
         self.anchors: list[Anchor] = []  # descriptors of deep directories (see Place)
 
@@ -218,7 +206,7 @@ class Walker:
                 return (node, first)
         child: Child
         hit = self.cache.lookup(path, node) if self.cache else None
-        if hit is not None and self.saver.has_all(hit.content):
+        if hit is not None and self.store.has_all(hit.content):
             node.content, node.content_hash = hit.content, hit.content_hash
             self.counts["files_unmodified"] += 1
             self.progress.file_done()
@@ -255,13 +243,8 @@ class Walker:
         except OSError as e:
             self.error(path, e)
             return _FileResult(None, started)
-        node.size, node.content_hash = len(data), blake3.blake3(data).digest()
-        node.content = []
-        if data:
-            bid = self.repo.blob_id(data)
-            self.saver.save(BlobType.DATA, bid, data)
-            node.content.append(bid)
-        self.progress.add_bytes(len(data))
+        c = self.store.store_bytes(data)
+        node.content, node.size, node.content_hash = c.ids, c.size, c.content_hash
         self.progress.file_done()
         return _FileResult(node, started)
 
@@ -275,16 +258,8 @@ class Walker:
                 st = os.fstat(fd)
                 if not stat.S_ISREG(st.st_mode) or st.st_ino != node.inode:
                     raise OSError(0, "changed while being backed up")
-                hasher = blake3.blake3()
-                ids, size = [], 0
-                for chunk in self.chunker.chunks(f.readinto, first=st.st_size):
-                    bid = self.repo.blob_id(chunk)
-                    hasher.update(chunk)
-                    self.saver.save(BlobType.DATA, bid, chunk)
-                    ids.append(bid)
-                    size += len(chunk)
-                    self.progress.add_bytes(len(chunk))
-            node.content, node.size, node.content_hash = ids, size, hasher.digest()
+                c = self.store.store_stream(f.readinto, first=st.st_size)
+            node.content, node.size, node.content_hash = c.ids, c.size, c.content_hash
             self.progress.file_done(os.fsdecode(path))
             return _FileResult(node, started)
         except OSError as e:
@@ -340,15 +315,15 @@ class Walker:
             return pd
         nodes = [n for c in pd.children if (n := self.resolve(c, pd.path)) is not None]
         try:
-            pd.node.subtree = self.saver.save_blob(BlobType.TREE, encode_tree(nodes))
+            pd.node.subtree = self.store.save_tree(nodes)
         except DrengineError as e:  # a directory too large for one tree blob
             self.error(pd.path, e)
             self.unlisted.add(pd.path)
-            pd.node.subtree = self.saver.save_blob(BlobType.TREE, encode_tree([]))
+            pd.node.subtree = self.store.save_tree([])
         pd.done = pd.node
         self.counts["dirs"] += 1
         self.progress.file_done()
         return pd
 
     def empty_tree(self) -> bytes:
-        return self.saver.save_blob(BlobType.TREE, encode_tree([]))
+        return self.store.save_tree([])

@@ -1,0 +1,224 @@
+"""PostgreSQL connection settings and a ``psql`` session, through libpq's own tools.
+
+drengine talks to PostgreSQL only through ``psql``, ``pg_dump``, ``pg_dumpall`` and
+``pg_restore``, so credentials and connection options come from exactly the places an admin
+set up for them: ``.pgpass``/``PGPASSFILE``, ``PGPASSWORD``, ``PGSERVICE`` and
+``pg_service.conf``, ``PGSSLMODE`` and the rest of libpq's environment. The URL's parts go
+into the child's environment (``PGHOST``...), never onto a command line; a password file
+named in the URL becomes a private temporary ``PGPASSFILE``, removed afterwards.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import SplitResult, parse_qs, unquote
+
+from drengine.core.errors import SourceFailed, UsageError
+from drengine.sources.urls import redact
+
+_PARAMS = {"password_file", "globals", "sslmode", "service", "host", "port", "user"}
+_SYSTEM_DATABASES = ("template0", "template1")
+
+
+@dataclass
+class PgTarget:
+    """Where a server is: the URL's parts, for libpq's environment."""
+
+    url: str  # without a password
+    host: str = ""
+    port: str = ""
+    user: str = ""
+    database: str = ""
+    service: str = ""
+    sslmode: str = ""
+    password_file: str = ""
+    globals: bool = False
+    _tmp: Path | None = field(default=None, repr=False)
+
+    @classmethod
+    def from_url(cls, u: SplitResult) -> PgTarget:
+        q = {k: v[-1] for k, v in parse_qs(u.query, keep_blank_values=True).items()}
+        unknown = set(q) - _PARAMS
+        if unknown:
+            raise UsageError(
+                f"{redact(u.geturl())}: unknown option {sorted(unknown)[0]!r}; known: "
+                + ", ".join(sorted(_PARAMS))
+            )
+        return cls(
+            url=redact(u.geturl()),
+            host=q.get("host", url_host(u)),
+            port=q.get("port", str(u.port or "")),
+            user=q.get("user", unquote(u.username or "")),
+            database=unquote(u.path.lstrip("/")),
+            service=q.get("service", ""),
+            sslmode=q.get("sslmode", ""),
+            password_file=q.get("password_file", ""),
+            globals="globals" in q,
+        )
+
+    def where(self) -> str:
+        host = self.host or "the default server"
+        return f"{host}:{self.port}" if self.port else host
+
+    def env(self, database: str | None = None) -> dict[str, str]:
+        """The environment of a libpq tool for ``database`` (default: the URL's)."""
+        env = dict(os.environ)
+        for key, value in (
+            ("PGHOST", self.host),
+            ("PGPORT", self.port),
+            ("PGUSER", self.user),
+            ("PGSERVICE", self.service),
+            ("PGSSLMODE", self.sslmode),
+        ):
+            if value:
+                env[key] = value
+        db = database if database is not None else self.database
+        if db:
+            env["PGDATABASE"] = db
+        else:
+            env.pop("PGDATABASE", None)
+        if self.password_file:
+            env["PGPASSFILE"] = str(self._passfile())
+        env.setdefault("PGAPPNAME", "drengine")
+        env.setdefault("PGCONNECT_TIMEOUT", "10")
+        return env
+
+    def _passfile(self) -> Path:
+        if self._tmp is None:
+            try:
+                password = Path(self.password_file).read_text().splitlines()[0]
+            except (OSError, IndexError, UnicodeDecodeError) as e:
+                why = e.strerror if isinstance(e, OSError) else "it is empty or not text"
+                raise UsageError(
+                    f"cannot read the password file {self.password_file}: {why}"
+                ) from None
+            d = Path(tempfile.mkdtemp(prefix="drengine-pg-"))  # 0700
+            escaped = password.replace("\\", "\\\\").replace(":", "\\:")
+            p = d / "pgpass"
+            fd = os.open(p, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "w") as f:
+                f.write(f"*:*:*:*:{escaped}\n")
+            self._tmp = p
+        return self._tmp
+
+    def cleanup(self) -> None:
+        if self._tmp is not None:
+            shutil.rmtree(self._tmp.parent, ignore_errors=True)
+            self._tmp = None
+
+
+def url_host(u: SplitResult) -> str:
+    """The host as written (a socket directory may be percent-encoded: %2Frun%2Fpostgresql),
+    not lower-cased as ``SplitResult.hostname`` is."""
+    hostport = u.netloc.rpartition("@")[2]
+    if u.port is not None:
+        hostport = hostport.rpartition(":")[0]
+    if hostport.startswith("[") and hostport.endswith("]"):
+        hostport = hostport[1:-1]
+    return unquote(hostport)
+
+
+def tool(name: str) -> str:
+    """A PostgreSQL client program: on PATH, else the newest in Debian's versioned dirs
+    (``pg_restore`` must be at least as new as the dump it reads)."""
+    found = shutil.which(name)
+    if found:
+        return found
+    base = Path("/usr/lib/postgresql")
+    for d in sorted(base.glob("*/bin"), key=lambda p: _num(p.parent.name), reverse=True):
+        if (d / name).exists():
+            return str(d / name)
+    raise SourceFailed(f"{name} is not installed (Debian: apt-get install postgresql-client)")
+
+
+def _num(s: str) -> int:
+    return int(s) if s.isdigit() else 0
+
+
+def tool_version(path: str) -> str:
+    try:
+        out = subprocess.run([path, "--version"], capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.TimeoutExpired):
+        return ""
+    return out.stdout.strip()
+
+
+class PsqlError(SourceFailed):
+    pass
+
+
+class Psql:
+    """A ``psql`` process driven through its standard input, one query at a time.
+
+    One session keeps one transaction open while ``pg_dump`` reads the snapshot it exported,
+    so that what is recorded (row counts, schema fingerprint) describes the same data."""
+
+    _END = "--drengine-end--"
+
+    def __init__(self, target: PgTarget, database: str | None = None) -> None:
+        self.target = target
+        self._proc = subprocess.Popen(
+            [tool("psql"), "-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-F", "\t"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            env=target.env(database),
+            text=True,
+            encoding="utf-8",
+            errors="surrogateescape",
+            start_new_session=True,
+        )
+
+    def query(self, sql: str) -> list[list[str]]:
+        """Rows of ``sql`` (one statement), as text fields; ``PsqlError`` with the server's
+        message when it fails or the connection cannot be made."""
+        p = self._proc
+        assert p.stdin is not None and p.stdout is not None
+        try:
+            p.stdin.write(sql.rstrip().rstrip(";") + ";\n\\echo " + self._END + "\n")
+            p.stdin.flush()
+        except BrokenPipeError:
+            raise self._failed() from None
+        rows: list[list[str]] = []
+        for line in p.stdout:
+            line = line.rstrip("\n")
+            if line == self._END:
+                return rows
+            if line:
+                rows.append(line.split("\t"))
+        raise self._failed()
+
+    def _failed(self) -> PsqlError:
+        p = self._proc
+        p.wait()
+        err = p.stderr.read().strip() if p.stderr else ""
+        err = " / ".join(ln.removeprefix("psql: ").strip() for ln in err.splitlines()[-3:])
+        return PsqlError(f"PostgreSQL at {self.target.where()}: {err or 'psql failed'}")
+
+    def close(self) -> None:
+        p = self._proc
+        if p.poll() is None:
+            try:
+                assert p.stdin is not None
+                p.stdin.write("\\q\n")
+                p.stdin.close()
+                p.wait(timeout=30)
+            except (OSError, subprocess.TimeoutExpired):
+                p.kill()
+                p.wait()
+        for f in (p.stdout, p.stderr):
+            if f is not None:
+                f.close()
+
+
+def quote_ident(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def quote_literal(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
