@@ -65,9 +65,11 @@ def source_from_url(url: str) -> Source:
         from drengine.sources.block import BlockSource
 
         return BlockSource.from_url(u)
-    # mysql:// is parsed (so that a policy can name it) but its module is not written
-    # yet: refused with a sentence, not a traceback.
-    raise UsageError(f"{redact(url)}: {u.scheme}:// sources are not supported yet")
+    if u.scheme not in ("mysql", "mariadb"):
+        raise UsageError(f"{redact(url)}: {u.scheme}:// sources are not supported")
+    from drengine.sources.mysql import MysqlSource
+
+    return MysqlSource.from_url(u)
 
 
 # (the record's part, the URL, a function giving an entry path's verified chunks, options)
@@ -89,4 +91,8 @@ def loader(scheme: str) -> tuple[str, Loader]:
         from drengine.sources.block import restore_block
 
         return "block", restore_block
+    if scheme in ("mysql", "mariadb"):
+        from drengine.sources.mysql_restore import restore_mysql
+
+        return "mysql", restore_mysql
     raise UsageError(f"restore --to does not load {scheme}:// yet; use --target DIR")
