@@ -13,17 +13,15 @@ are compared with those recorded at backup.
 from __future__ import annotations
 
 import re
-import subprocess
-import threading
-from collections import deque
 from collections.abc import Iterable
-from typing import IO, Any
+from typing import Any
 from urllib.parse import SplitResult
 
 from drengine.core.errors import RestoreError, UsageError
 from drengine.sources.base import ChunksOf, LoadOptions
 from drengine.sources.my_session import MyClient, MyTarget, quote_ident, quote_literal, tool
 from drengine.sources.mysql import describe_database
+from drengine.sources.process import feed
 
 
 def restore_mysql(
@@ -105,47 +103,12 @@ def _prepare(
 def _load(target: MyTarget, name: str, chunks: Iterable[bytes]) -> None:
     argv = [tool("mariadb", "mysql"), *target.args(), f"--database={name}", "--batch",
             "--binary-mode", "--default-character-set=utf8mb4"]  # fmt: skip
-    proc = subprocess.Popen(
-        argv,
-        stdin=subprocess.PIPE,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        start_new_session=True,
-    )
-    err: deque[str] = deque(maxlen=5)
-    t = threading.Thread(target=_drain, args=(proc.stderr, err), daemon=True)
-    t.start()
-    assert proc.stdin is not None
-    try:
-        try:
-            for c in chunks:
-                proc.stdin.write(c)
-        except BrokenPipeError:
-            pass  # the client stopped; its message says why
-        try:
-            proc.stdin.close()
-        except BrokenPipeError:
-            pass
-    except BaseException:
-        proc.kill()
-        proc.wait()
-        raise
-    code = proc.wait()
-    t.join(timeout=5)
+    code, err = feed(argv, chunks)
     if code != 0:
         raise RestoreError(
             f"loading the dump into database {name!r} on {target.where()} failed "
-            f"(status {code}): " + (" / ".join(err) or "no message")
+            f"(status {code}): " + (" / ".join(err[-3:]) or "no message")
         )
-
-
-def _drain(stream: IO[bytes] | None, into: deque[str]) -> None:
-    if stream is None:
-        return
-    for line in stream:
-        text = line.decode("utf-8", "replace").strip()
-        if text:
-            into.append(text)
 
 
 def _undo(target: MyTarget, name: str, created: bool, was_empty: bool) -> None:

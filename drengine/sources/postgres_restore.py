@@ -13,19 +13,17 @@ compared with those recorded at backup.
 from __future__ import annotations
 
 import shutil
-import subprocess
 import tempfile
-import threading
-from collections import deque
 from collections.abc import Iterable
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 from urllib.parse import SplitResult
 
 from drengine.core.errors import RestoreError, UsageError
 from drengine.sources.base import ChunksOf, LoadOptions
 from drengine.sources.pg_session import PgTarget, Psql, quote_ident, quote_literal, tool
 from drengine.sources.postgres import describe_database
+from drengine.sources.process import feed
 
 _USER_OBJECTS_SQL = """
 SELECT count(*) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
@@ -148,46 +146,12 @@ def _run(
     name: str,
     target: PgTarget,
 ) -> None:
-    proc = subprocess.Popen(
-        argv,
-        stdin=subprocess.PIPE if chunks is not None else subprocess.DEVNULL,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        env=env,
-        start_new_session=True,
-    )
-    err: deque[str] = deque(maxlen=10)
-    t = threading.Thread(target=_drain, args=(proc.stderr, err), daemon=True)
-    t.start()
-    try:
-        if chunks is not None:
-            assert proc.stdin is not None
-            try:
-                for c in chunks:
-                    proc.stdin.write(c)
-                proc.stdin.close()
-            except BrokenPipeError:
-                pass  # pg_restore stopped; its message says why
-    except BaseException:
-        proc.kill()  # nothing is committed: --single-transaction
-        proc.wait()
-        raise
-    code = proc.wait()
-    t.join(timeout=5)
+    code, err = feed(argv, chunks, env)
     if code != 0:
         raise RestoreError(
             f"pg_restore into database {name!r} on {target.where()} failed (status {code}): "
-            + (" / ".join(list(err)[-3:]) or "no message")
+            + (" / ".join(e.removeprefix("pg_restore: ") for e in err[-3:]) or "no message")
         )
-
-
-def _drain(stream: IO[bytes] | None, into: deque[str]) -> None:
-    if stream is None:
-        return
-    for line in stream:
-        text = line.decode("utf-8", "replace").strip()
-        if text:
-            into.append(text.removeprefix("pg_restore: "))
 
 
 def _compare(target: PgTarget, name: str, record: dict[str, Any]) -> dict[str, Any]:

@@ -15,7 +15,7 @@ import signal
 import subprocess
 import threading
 from collections import deque
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
 from typing import IO
 
@@ -111,3 +111,49 @@ class Producer:
         with suppress(ProcessLookupError):
             os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
+
+
+def feed(
+    argv: Sequence[str], chunks: Iterable[bytes] | None, env: Mapping[str, str] | None = None
+) -> tuple[int, list[str]]:
+    """Run a loader (pg_restore, the mariadb client) with ``chunks`` on its standard input;
+    its exit status and the last lines of its standard error. If reading ``chunks`` fails
+    (verification), the loader is killed before it sees the end of its input."""
+    try:
+        proc = subprocess.Popen(
+            list(argv),
+            stdin=subprocess.PIPE if chunks is not None else subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            env=dict(env) if env is not None else None,
+            start_new_session=True,
+        )
+    except OSError as e:
+        raise SourceFailed(f"cannot run {argv[0]}: {e.strerror or e}") from e
+    err: deque[str] = deque(maxlen=_STDERR_LINES)
+
+    def drain() -> None:
+        assert proc.stderr is not None
+        for line in proc.stderr:
+            text = line.decode("utf-8", "replace").strip()
+            if text:
+                err.append(text)
+
+    t = threading.Thread(target=drain, daemon=True)
+    t.start()
+    try:
+        if chunks is not None:
+            assert proc.stdin is not None
+            with suppress(BrokenPipeError):  # the loader stopped: its message says why
+                for c in chunks:
+                    proc.stdin.write(c)
+            with suppress(BrokenPipeError):
+                proc.stdin.close()
+    except BaseException:
+        with suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+        raise
+    code = proc.wait()
+    t.join(timeout=5)
+    return code, list(err)

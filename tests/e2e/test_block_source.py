@@ -44,7 +44,9 @@ def test_image_change_in_one_place_adds_little_and_restores_identical(
         f.seek(100 * MiB + 1234)
         f.write(os.urandom(MiB))
     second = repo.backup("--source", f"block://{img}")
-    assert second["bytes_new"] < 6 * MiB, second
+    assert second["bytes_new"] < 8 * MiB, (
+        second
+    )  # the chunks around the change, and the zeros after
     target = tmp_path / "restored"
     repo.restore("latest", target)
     out = target / "block" / str(img).lstrip("/")
