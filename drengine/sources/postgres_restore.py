@@ -63,14 +63,19 @@ def restore_databases(
         admin = Psql(target, "postgres")
         try:
             _check_version(admin, part, target)
-            for record, name in pairs:
-                _prepare(admin, target, name, record, opts.clean)
+            for _, name in pairs:
+                _refuse_non_empty(admin, target, name, opts.clean)
         finally:
             admin.close()
         results = []
         for record, name in pairs:
-            path = f"/postgresql/{record['name']}.dump"
-            _pg_restore(target, name, chunks_of(path), opts)
+            created = _create(target, name, record)
+            try:
+                _pg_restore(target, name, chunks_of(f"/postgresql/{record['name']}.dump"), opts)
+            except BaseException:
+                if created:  # leave nothing half-loaded: the database this restore made goes
+                    _drop(target, name)
+                raise
             results.append(_compare(target, name, record))
         return results
     finally:
@@ -88,9 +93,16 @@ def _check_version(admin: Psql, part: dict[str, Any], target: PgTarget) -> None:
         )
 
 
-def _prepare(admin: Psql, target: PgTarget, name: str, record: dict[str, Any], clean: bool) -> None:
-    exists = admin.query(f"SELECT 1 FROM pg_database WHERE datname = {quote_literal(name)}")
-    if not exists:
+def _exists(admin: Psql, name: str) -> bool:
+    return bool(admin.query(f"SELECT 1 FROM pg_database WHERE datname = {quote_literal(name)}"))
+
+
+def _create(target: PgTarget, name: str, record: dict[str, Any]) -> bool:
+    """Create the database if it is missing; whether this did."""
+    admin = Psql(target, "postgres")
+    try:
+        if _exists(admin, name):
+            return False
         # With the encoding and locale the database had: text that is not UTF-8 (a
         # SQL_ASCII database) must not be converted or refused on the way back.
         create = f"CREATE DATABASE {quote_ident(name)} TEMPLATE template0"
@@ -102,8 +114,25 @@ def _prepare(admin: Psql, target: PgTarget, name: str, record: dict[str, Any], c
             if isinstance(record.get(key), str) and record[key]:
                 create += f" {option} {quote_literal(record[key])}"
         admin.query(create)
+        return True
+    finally:
+        admin.close()
+
+
+def _drop(target: PgTarget, name: str) -> None:
+    """Best effort: the restore's own error is the one reported."""
+    try:
+        admin = Psql(target, "postgres")
+        try:
+            admin.query(f"DROP DATABASE IF EXISTS {quote_ident(name)} WITH (FORCE)")
+        finally:
+            admin.close()
+    except Exception:
         return
-    if clean:
+
+
+def _refuse_non_empty(admin: Psql, target: PgTarget, name: str, clean: bool) -> None:
+    if clean or not _exists(admin, name):
         return
     s = Psql(target, name)
     try:

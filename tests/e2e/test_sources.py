@@ -271,3 +271,20 @@ def test_text_that_is_not_utf8_survives(repo: Repo, pg: PgCluster) -> None:
     repo.run("restore", "latest", "--to", pg.url("legacy_copy"), env_extra=pg.env())
     assert checksums(pg, "legacy_copy") == checksums(pg, "legacy")
     assert pg.psql("legacy_copy", "SHOW server_encoding") == "SQL_ASCII"
+
+
+def test_a_damaged_dump_loads_nothing(repo: Repo, pg: PgCluster, app_db: str) -> None:
+    repo.backup("--source", pg.url(app_db), env_extra=pg.env())
+    packs = sorted((repo.path / "data").rglob("*"), key=lambda p: p.stat().st_size)
+    victim = packs[-1]  # the largest pack: dump data
+    data = bytearray(victim.read_bytes())
+    data[len(data) // 2] ^= 0x40
+    victim.write_bytes(bytes(data))
+    for extra in ((), ("--jobs", "2")):
+        r = repo.run(
+            "restore", "latest", "--to", pg.url("damaged"), *extra, check_code=1, env_extra=pg.env()
+        )
+        assert "authentication" in assert_one_line_error(r) or "hash" in r.err
+        assert (
+            pg.psql("postgres", "SELECT count(*) FROM pg_database WHERE datname = 'damaged'") == "0"
+        )
