@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import base64
+import os
 from datetime import UTC, datetime, timedelta
 
 import typer
 
+from drengine.cli.cmd_snapshots import describe_part
 from drengine.cli.main import app
 from drengine.cli.render import err_console, print_json, write_stdout
 from drengine.cli.state import open_repository
@@ -83,9 +85,20 @@ def ls(
         err_console.print(f"error: {shown}: its contents cannot be read: {why}", markup=False)
 
     entries = list_entries(repo, snap, path, unreadable)
+    streams = {os.fsencode(str(st["path"])): st for st in snap.streams()}
     if json_out:
-        print_json([entry_json(p, n) for p, n in entries])
+        out = []
+        for p, n in entries:
+            e = entry_json(p, n)
+            if p in streams:  # a dump, image or command output: what the record says of it
+                st = streams[p]
+                e["stream"] = {"kind": st["kind"], "sha256": st.get("sha256")}
+            out.append(e)
+        print_json(out)
     else:
+        # As restic's header line, on stderr so that the listing stays one path a line.
+        kinds = "; ".join(describe_part(part) for part in snap.parts)
+        err_console.print(f"snapshot {snap.id[:8]} of {kinds} at {snap.time}:", markup=False)
         lines: list[bytes] = []
         for p, n in entries:
             if n.invalid or n.damaged:

@@ -13,7 +13,7 @@ from drengine.cli.state import open_repository
 from drengine.core.errors import RestoreError, UsageError
 from drengine.core.progress import Progress
 from drengine.engine.restore import RestoreResult, run_restore
-from drengine.engine.restore_to import run_restore_to
+from drengine.engine.restore_to import finish_restored, run_restore_to
 from drengine.sources.base import LoadOptions
 from drengine.sources.urls import redact, split_url
 
@@ -100,8 +100,9 @@ def restore(
     progress = Progress()
     with show_progress(progress, enabled=not json_out):
         result = run_restore(repo, snap, target, include, progress)
+    rebuilt = finish_restored(snap, target)
     if json_out:
-        print_json(_summary(snap.id, target, result))
+        print_json({**_summary(snap.id, target, result), "rebuilt": rebuilt})
     else:
         for err in result.errors:
             err_console.print(f"error: {err['path']}: {err['error']}", markup=False)
@@ -112,6 +113,11 @@ def restore(
             f"restored snapshot {snap.id[:8]} to {target}: {result.files} files, "
             f"{result.dirs} dirs, {human_bytes(result.bytes)}{incomplete}"
         )
+        for d in rebuilt:
+            typer.echo(
+                f"rebuilt {d['database']} from its dump: {d['tables']} tables, {d['rows']} "
+                "rows, integrity_check ok, row counts match the snapshot"
+            )
     if result.errors:
         n = len(result.errors)
         where = "in the JSON summary" if json_out else "listed above"

@@ -252,7 +252,16 @@ def _parent_trees(
 
 def _made_up_dir(path: bytes) -> Node:
     """A parent of a stream's entry (``/postgresql``): no such directory on the host."""
-    return Node(name=os.path.basename(path), type="dir", mode=0o700)
+    now = time.time_ns()
+    return Node(
+        name=os.path.basename(path),
+        type="dir",
+        mode=0o700,
+        uid=os.getuid(),
+        gid=os.getgid(),
+        mtime_ns=now,
+        ctime_ns=now,
+    )
 
 
 def _find_parent(repo: Repository, host: str, paths: list[str]) -> str | None:

@@ -24,7 +24,7 @@ from drengine.engine.blobstream import blob_stream
 from drengine.engine.tree_paths import find_node
 from drengine.repository.locks import locked
 from drengine.repository.repo import Repository
-from drengine.sources.urls import loader, split_url
+from drengine.sources.urls import finisher, loader, split_url
 
 log = logging.getLogger(__name__)
 
@@ -72,3 +72,14 @@ def run_restore_to(
     with locked(repo, exclusive=False, operation="restore"):
         repo.load_index()
         return restore(part, u, lambda p: verified_chunks(repo, snap, p), options)
+
+
+def finish_restored(snap: Snapshot, target: str) -> list[dict[str, Any]]:
+    """After ``restore --target``: each source kind's finishing step on what was restored
+    (SQLite: the database file rebuilt from its verified dump)."""
+    made = []
+    for part in snap.parts:
+        finish = finisher(str(part.get("kind")))
+        if finish is not None and (done := finish(part, target)) is not None:
+            made.append(done)
+    return made

@@ -113,7 +113,8 @@ class SqliteSource(StreamSource):
     @contextmanager
     def _open(self) -> Iterator[Readable]:
         if not os.path.isfile(self.path):
-            raise SourceFailed(f"SQLite database {self.path}: no such file")
+            why = "not a file" if os.path.exists(self.path) else "no such file"
+            raise SourceFailed(f"SQLite database {self.path}: {why}")
         try:
             # Read-only: a backup never creates, changes or recovers the database it reads.
             conn = sqlite3.connect(
@@ -163,12 +164,39 @@ def restore_sqlite(
     the whole stream verified, ``PRAGMA integrity_check`` passed and every table holds the
     rows recorded at backup; an existing file is never overwritten."""
     dest = db_path(u)
-    if os.path.lexists(dest):
-        raise UsageError(f"{dest} exists; restore the SQLite database to a new path")
+    return [_rebuild(part, chunks_of(_dump_path(part)), dest)]
+
+
+def _dump_path(part: dict[str, Any]) -> str:
     entries = part.get("entries") or [{}]
     path = entries[0].get("path")
     if not isinstance(path, str):
         raise UsageError("the snapshot's SQLite record names no dump")
+    return path
+
+
+def rebuild_restored(part: dict[str, Any], target: str) -> dict[str, Any] | None:
+    """After ``restore --target DIR``: build the database file at DIR/PATH from the
+    restored (verified) dump DIR/sqlite/PATH.sql, which stays; None if the dump was not
+    restored (excluded, or it failed)."""
+    sql = os.path.join(target, _dump_path(part).lstrip("/"))
+    db = part.get("database")
+    if not isinstance(db, str) or not os.path.isfile(sql):
+        return None
+    dest = os.path.join(target, db.lstrip("/"))
+    os.makedirs(os.path.dirname(dest), mode=0o700, exist_ok=True)
+
+    def chunks() -> Iterator[bytes]:
+        with open(sql, "rb") as f:
+            while block := f.read(_BUFFER):
+                yield block
+
+    return _rebuild(part, chunks(), dest)
+
+
+def _rebuild(part: dict[str, Any], chunks: Iterator[bytes], dest: str) -> dict[str, Any]:
+    if os.path.lexists(dest):
+        raise UsageError(f"{dest} exists; restore the SQLite database to a new path")
     tmp = os.path.join(os.path.dirname(dest) or ".", f".{os.path.basename(dest)}.drengine-tmp")
     try:
         conn = sqlite3.connect(tmp, isolation_level=None)
@@ -176,7 +204,7 @@ def restore_sqlite(
         raise UsageError(f"cannot create {dest}: {e}") from None
     try:
         try:
-            _load(conn, chunks_of(path))
+            _load(conn, chunks)
             bad = conn.execute("PRAGMA integrity_check").fetchall()
             now = describe(conn)
         finally:
@@ -200,14 +228,12 @@ def restore_sqlite(
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
-    return [
-        {
-            "database": dest,
-            "tables": len(want),
-            "rows": sum(want.values()),
-            "schema_matches": now["schema_fingerprint"] == part.get("schema_fingerprint"),
-        }
-    ]
+    return {
+        "database": dest,
+        "tables": len(want),
+        "rows": sum(want.values()),
+        "schema_matches": now["schema_fingerprint"] == part.get("schema_fingerprint"),
+    }
 
 
 def _load(conn: sqlite3.Connection, chunks: Iterator[bytes]) -> None:

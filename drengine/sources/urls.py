@@ -96,3 +96,16 @@ def loader(scheme: str) -> tuple[str, Loader]:
 
         return "mysql", restore_mysql
     raise UsageError(f"restore --to does not load {scheme}:// yet; use --target DIR")
+
+
+# After ``restore --target DIR``: turn a restored stream into what it stands for (a SQLite
+# dump into the database file); what was made, or None.
+Finisher = Callable[[dict[str, Any], str], "dict[str, Any] | None"]
+
+
+def finisher(kind: str) -> Finisher | None:
+    if kind == "sqlite":
+        from drengine.sources.sqlite import rebuild_restored
+
+        return rebuild_restored
+    return None

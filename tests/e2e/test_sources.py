@@ -288,3 +288,28 @@ def test_a_damaged_dump_loads_nothing(repo: Repo, pg: PgCluster, app_db: str) ->
         assert (
             pg.psql("postgres", "SELECT count(*) FROM pg_database WHERE datname = 'damaged'") == "0"
         )
+
+
+def test_paths_and_sources_mix_in_one_snapshot(
+    repo: Repo, pg: PgCluster, app_db: str, tmp_path: Path
+) -> None:
+    src = tmp_path / "etc"
+    src.mkdir()
+    (src / "app.conf").write_text("port = 5432\n")
+    # (With --stdin-from-command every argument is the command, as in restic: --stdin here.)
+    repo.backup(
+        str(src), "--source", pg.url(app_db), "--stdin", "--stdin-filename", "notes.txt",
+        env_extra=pg.env(), input=b"notes\n",
+    )  # fmt: skip
+    snap = repo.snapshots()[-1]
+    assert snap["source"] == "mixed"
+    assert [p["kind"] for p in snap["sources"]] == ["files", "postgresql", "stdin"]
+    assert set(snap["paths"]) == {str(src), "/postgresql/app.dump", "/notes.txt"}
+    target = tmp_path / "restored"
+    repo.restore("latest", target)
+    assert (target / str(src).lstrip("/") / "app.conf").read_text() == "port = 5432\n"
+    assert (target / "postgresql" / "app.dump").read_bytes().startswith(b"PGDMP")
+    repo.run("restore", "latest", "--to", pg.url("mixed_copy"), env_extra=pg.env())
+    assert checksums(pg, "mixed_copy") == checksums(pg, app_db)
+    r = repo.run("dump", "latest", check_code=2)
+    assert "holds 2 streams" in assert_one_line_error(r)

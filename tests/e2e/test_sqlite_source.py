@@ -83,6 +83,13 @@ def test_sqlite_backup_while_writing_restores_a_sound_database(
     src = sqlite3.connect(db)
     for q in ("SELECT * FROM t WHERE id <= 20000 ORDER BY id", 'SELECT * FROM "odd ""name"""'):
         assert c.execute(q).fetchall() == src.execute(q).fetchall()
+    # restore --target gives the dump and the database file rebuilt from it.
+    target = tmp_path / "t"
+    r = repo.restore("latest", target)
+    assert "rebuilt" in r.out
+    rebuilt = sqlite3.connect(target / str(db).lstrip("/"))
+    assert rebuilt.execute("SELECT count(*) FROM t").fetchone()[0] == rows
+    assert (target / "sqlite" / (str(db).lstrip("/") + ".sql")).exists()
     # The restored file is never overwritten.
     r = repo.run("restore", "latest", "--to", f"sqlite://{out}", check_code=2)
     assert "exists" in assert_one_line_error(r)
