@@ -313,3 +313,27 @@ def test_paths_and_sources_mix_in_one_snapshot(
     assert checksums(pg, "mixed_copy") == checksums(pg, app_db)
     r = repo.run("dump", "latest", check_code=2)
     assert "holds 2 streams" in assert_one_line_error(r)
+
+
+def test_no_password_on_any_command_line(
+    repo: Repo, pg: PgCluster, app_db: str, tmp_path: Path
+) -> None:
+    """Wrappers in front of the PostgreSQL tools record every command line drengine runs."""
+    log = tmp_path / "argv.log"
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    for tool in ("psql", "pg_dump", "pg_dumpall", "pg_restore"):
+        w = bindir / tool
+        w.write_text(f'#!/bin/sh\necho "{tool} $*" >> {log}\nexec {pg.bin / tool} "$@"\n')
+        w.chmod(0o755)
+    pw = tmp_path / "pw"
+    pw.write_text("pg test secret\n")
+    env = {"PGPASSWORD": None, "PATH": f"{bindir}:/usr/bin:/bin"}
+    repo.backup("--source", f"{pg.url(app_db)}?globals&password_file={pw}", env_extra=env)
+    repo.run(
+        "restore", "latest", "--to", f"{pg.url('argv_copy')}?password_file={pw}", env_extra=env
+    )
+    lines = log.read_text().splitlines()
+    assert {ln.split()[0] for ln in lines} == {"psql", "pg_dump", "pg_dumpall", "pg_restore"}
+    assert not any("secret" in ln for ln in lines)
+    assert "secret" not in repo.run("snapshots", "--json").out
