@@ -18,7 +18,7 @@ from __future__ import annotations
 import hashlib
 import os
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from typing import Any
 from urllib.parse import SplitResult
 
@@ -26,6 +26,7 @@ from drengine.core.errors import UsageError
 from drengine.sources.base import (
     BackupContext,
     Entry,
+    Opener,
     Readable,
     StoredStream,
     StreamSource,
@@ -158,7 +159,7 @@ class PostgresSource(StreamSource):
         finally:
             t.cleanup()
 
-    def _globals(self) -> Any:
+    def _globals(self) -> AbstractContextManager[Readable]:
         p = Producer(
             [tool("pg_dumpall"), "--globals-only", "--no-password"],
             env=self.target.env("postgres"),
@@ -167,7 +168,7 @@ class PostgresSource(StreamSource):
         self._producers.append(p)
         return p.stream()
 
-    def _dump_opener(self, database: str) -> Any:
+    def _dump_opener(self, database: str) -> Opener:
         @contextmanager
         def opener() -> Iterator[Readable]:
             session = Psql(self.target, database)
