@@ -8,6 +8,7 @@ import hashlib
 import subprocess
 import threading
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from e2e_support import Repo, assert_one_line_error
@@ -154,3 +155,13 @@ def test_mariadb_bad_input(
     assert words in assert_one_line_error(r)
     assert "secret" not in r.err
     assert repo.snapshots() == []
+
+
+def test_credentials_from_my_cnf(repo: Repo, my: MariaDB, tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    home.mkdir()
+    cnf = home / ".my.cnf"
+    cnf.write_text('[client]\npassword="my test secret"\n')
+    cnf.chmod(0o600)
+    repo.backup("--source", my.url("shop"), env_extra={"MYSQL_PWD": None, "HOME": str(home)})
+    assert len(repo.snapshots()) == 1

@@ -337,3 +337,13 @@ def test_no_password_on_any_command_line(
     assert {ln.split()[0] for ln in lines} == {"psql", "pg_dump", "pg_dumpall", "pg_restore"}
     assert not any("secret" in ln for ln in lines)
     assert "secret" not in repo.run("snapshots", "--json").out
+
+
+def test_credentials_from_pgpass(repo: Repo, pg: PgCluster, app_db: str, tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    home.mkdir()
+    pgpass = home / ".pgpass"
+    pgpass.write_text(f"127.0.0.1:{pg.port}:*:drtest:pg test secret\n")
+    pgpass.chmod(0o600)
+    repo.backup("--source", pg.url(app_db), env_extra={"PGPASSWORD": None, "HOME": str(home)})
+    assert len(repo.snapshots()) == 1
