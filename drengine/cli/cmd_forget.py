@@ -3,36 +3,27 @@
 from __future__ import annotations
 
 import contextlib
-import importlib
 import sys
-from collections.abc import Callable
-from datetime import UTC, datetime
 from typing import Any
 
 import typer
 from rich.table import Table
 
 from drengine.cli.main import app
-from drengine.cli.render import err_console, out_console, print_json
+from drengine.cli.render import out_console, print_json
 from drengine.cli.state import open_repository
-from drengine.core.errors import DrengineError, IntegrityError, UsageError
 from drengine.core.model import Snapshot
 from drengine.engine.forget import (
-    DEFAULT_GROUP_BY,
     Duration,
     GroupDecision,
-    GroupKey,
     Policy,
-    apply_policy,
-    matches_filter,
     parse_count,
     parse_duration,
     parse_group_by,
     parse_taglist,
-    remove_snapshots,
 )
-from drengine.repository.locks import locked
-from drengine.repository.repo import Repository
+from drengine.engine.prune import run_prune
+from drengine.engine.retention import ForgetOptions, run_forget
 
 
 def _count(flag: str, short: str, period: str) -> Any:
@@ -93,35 +84,6 @@ def _print_decisions(decisions: list[GroupDecision], policy: Policy) -> None:
             out_console.print(_table([(s, None) for s in d.remove]))
 
 
-def _load_prune() -> tuple[Callable[..., Any], Callable[[Any], None]]:
-    # Imported lazily: prune is a separate module that may not exist in this build yet.
-    modules = ("drengine.engine.prune", "drengine.cli.cmd_prune")
-    try:
-        engine, cli = (importlib.import_module(m) for m in modules)
-    except ModuleNotFoundError as e:
-        if e.name not in modules:
-            raise
-        raise DrengineError("prune is not available yet") from None
-    return engine.run_prune, cli.report_prune
-
-
-def _by_ids(repo: Repository, refs: list[str]) -> GroupDecision:
-    # Resolve every reference before deleting anything: one typo removes nothing.
-    snaps: dict[str, Snapshot] = {}
-    for ref in refs:
-        if ref == "latest":
-            snap = repo.find_snapshot(ref)
-        else:
-            oid = repo.resolve_snapshot_id(ref)
-            try:
-                snap = repo.load_snapshot(oid)
-            except IntegrityError as e:  # a damaged snapshot can still be forgotten by ID
-                err_console.print(f"warning: {e}; removing it all the same", markup=False)
-                snap = Snapshot("", "", "", [], [], b"", "", id=oid)
-        snaps.setdefault(snap.id, snap)
-    return GroupDecision(GroupKey(), [], list(snaps.values()))
-
-
 @app.command()
 def forget(
     snapshot_ids: list[str] | None = typer.Argument(
@@ -175,34 +137,21 @@ def forget(
         within=parse_duration(keep_within) if keep_within else Duration(),
         tags=tuple(parse_taglist(t) for t in keep_tag),
     )
-    fields = DEFAULT_GROUP_BY if group_by is None else parse_group_by(group_by)
-    if snapshot_ids and (not policy.is_empty() or host or tag or group_by is not None):
-        raise UsageError(
-            "snapshot IDs cannot be combined with --keep-*, --host, --tag or --group-by"
-        )
-    if not snapshot_ids and policy.is_empty():
-        raise UsageError(
-            "no policy given: use --keep-* options or name snapshot IDs "
-            "(refusing to remove every snapshot)"
-        )
-    prune_fns = _load_prune() if prune else None  # fail before anything is removed
+    opts = ForgetOptions(
+        policy=policy,
+        snapshot_ids=snapshot_ids or [],
+        hosts=host,
+        tags=tag,
+        group_by=None if group_by is None else parse_group_by(group_by),
+        dry_run=dry_run,
+    )
+    opts.check()  # a bad combination costs no password
 
     repo = open_repository()
-    # Lock before listing, as restic does: two overlapping forgets must not each decide on a
-    # list the other is changing and together remove more than either policy allows.
-    with locked(repo, exclusive=not dry_run, operation="forget") as lock:
-        if snapshot_ids:
-            decisions = [_by_ids(repo, snapshot_ids)]
-        else:
-            taglists = [parse_taglist(t) for t in tag]
-            snaps = [s for s in repo.snapshots() if matches_filter(s, host, taglists)]
-            decisions = apply_policy(snaps, policy, fields, now=datetime.now(UTC))
-        doomed = [s.id for d in decisions for s in d.remove]
-
-        if not json_out and not snapshot_ids:
-            _print_decisions(decisions, policy)
-        if not dry_run:
-            remove_snapshots(repo, doomed, lock)
+    result = run_forget(repo, opts)
+    decisions, doomed = result.decisions, result.doomed
+    if not json_out and not snapshot_ids:
+        _print_decisions(decisions, policy)
     if json_out:
         print_json([_decision_json(d) for d in decisions])
     else:
@@ -213,13 +162,14 @@ def forget(
         else:
             out_console.print(f"\n{verb} {len(doomed)} snapshots")
 
-    if prune_fns is not None and doomed:
-        run_prune, report_prune = prune_fns
+    if prune and doomed:
         if dry_run:
             # A prune dry run now would still count the doomed snapshots' data as in use.
             print("dry run: prune was not run", file=sys.stderr)
             return
-        result = run_prune(repo, dry_run=False)
+        from drengine.cli.cmd_prune import report_prune  # here: cmd_prune imports the app
+
+        pruned = run_prune(repo, dry_run=False)
         # --json promises one JSON document on stdout; the prune report goes to stderr then.
         with contextlib.redirect_stdout(sys.stderr) if json_out else contextlib.nullcontext():
-            report_prune(result)
+            report_prune(pruned)

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import hashlib
 import random
-import sys
 from datetime import UTC, date, datetime, timedelta
 
 import pytest
 
-from drengine.core.errors import DrengineError, UsageError
+from drengine.core.errors import UsageError
 from drengine.core.model import Snapshot
 from drengine.engine.forget import (
     UNLIMITED,
@@ -510,11 +509,21 @@ def test_remove_snapshots_deletes_only_those(mem_repo: Repository) -> None:
     assert [s.id for s in mem_repo.snapshots()] == ids[2:]
 
 
-def test_forget_prune_fails_cleanly_without_the_prune_module(
-    monkeypatch: pytest.MonkeyPatch,
+def test_run_forget_decides_under_the_lock_and_removes_what_the_policy_says(
+    mem_repo: Repository,
 ) -> None:
-    from drengine.cli import cmd_forget
+    from drengine.engine.retention import ForgetOptions, run_forget
 
-    monkeypatch.setitem(sys.modules, "drengine.engine.prune", None)
-    with pytest.raises(DrengineError, match="prune is not available yet"):
-        cmd_forget._load_prune()
+    ids = [mem_repo.save_snapshot(snap(at(2024, 1, d), sid="")) for d in range(1, 11)]
+    opts = ForgetOptions(policy=Policy(last=3), dry_run=True)
+    dry = run_forget(mem_repo, opts, now=at(2024, 2, 1))
+    assert dry.removed == [] and sorted(dry.doomed) == sorted(ids[:7])
+    assert sorted(mem_repo.snapshot_ids()) == sorted(ids)
+    opts.dry_run = False
+    done = run_forget(mem_repo, opts, now=at(2024, 2, 1))
+    assert sorted(done.removed) == sorted(ids[:7])
+    assert sorted(mem_repo.snapshot_ids()) == sorted(ids[7:])
+    with pytest.raises(UsageError, match="refusing to remove every snapshot"):
+        run_forget(mem_repo, ForgetOptions())
+    with pytest.raises(UsageError, match="cannot be combined"):
+        run_forget(mem_repo, ForgetOptions(policy=Policy(last=1), snapshot_ids=[ids[9]]))
