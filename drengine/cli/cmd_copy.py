@@ -6,7 +6,7 @@ import typer
 
 from drengine.cli.main import app
 from drengine.cli.render import err_console, human_bytes, print_json
-from drengine.cli.state import open_repository, read_password
+from drengine.cli.state import open_repository, read_password, s3_options
 from drengine.engine.copy import run_copy
 from drengine.repository.repo import Repository
 from drengine.storage import open_backend
@@ -20,7 +20,7 @@ def copy(
 ) -> None:
     """Copy snapshots into another repository (its password: DRENGINE_TO_PASSWORD*)."""
     src = open_repository()
-    backend = open_backend(to)
+    backend = open_backend(to, s3_options())
     Repository.probe(backend)
     dst = Repository.open(backend, read_password(prefix="DRENGINE_TO_PASSWORD"))
     dst.lock_wait = src.lock_wait

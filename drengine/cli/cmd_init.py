@@ -5,7 +5,7 @@ from __future__ import annotations
 import typer
 
 from drengine.cli.main import app
-from drengine.cli.state import kdf_params, read_password, repo_url
+from drengine.cli.state import kdf_params, read_password, repo_url, s3_options
 from drengine.core.errors import UsageError
 from drengine.crypto.keys import DEFAULT_KDF_ITERATIONS, DEFAULT_KDF_MEMORY_KIB
 from drengine.repository.config import MAX_OBJECT_LOCK_DAYS, OBJECT_LOCK_MODES, Settings
@@ -40,7 +40,7 @@ def init(
     url = repo_url()
     if lock_mode and not url.startswith("s3://"):
         raise UsageError(f"--object-lock-mode needs an s3:// repository, not {url}")
-    backend = open_backend(url)
+    backend = open_backend(url, s3_options())
     repo = Repository.init(
         backend,
         read_password(confirm=True),

@@ -58,17 +58,15 @@ def _global(
     STATE.repo_url = repo
     STATE.debug = debug
     STATE.retry_lock = parse_duration_seconds(retry_lock)
-    # The S3 options are the environment variables boto3 and the S3 backend read; an option
-    # given on the command line wins over the environment.
-    for value, env in (
-        (s3_endpoint, "AWS_ENDPOINT_URL"),
-        (s3_region, "AWS_DEFAULT_REGION"),
-        (s3_storage_class, "DRENGINE_S3_STORAGE_CLASS"),
-        (s3_sse, "DRENGINE_S3_SSE"),
-        (s3_sse_kms_key_id, "DRENGINE_S3_SSE_KMS_KEY_ID"),
-    ):
-        if value:
-            os.environ[env] = value
+    # The S3 flags lie over the DRENGINE_S3_* environment when a backend is opened
+    # (``state.s3_options``); the process environment is never written.
+    STATE.s3_flags = {
+        "endpoint_url": s3_endpoint,
+        "region": s3_region,
+        "storage_class": s3_storage_class,
+        "sse": s3_sse,
+        "sse_kms_key_id": s3_sse_kms_key_id,
+    }
     logging.basicConfig(
         level=logging.DEBUG if debug else logging.WARNING,
         format="drengine: %(levelname)s: %(message)s",

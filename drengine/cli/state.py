@@ -9,12 +9,13 @@ import os
 import signal
 import subprocess
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from drengine.core.errors import UsageError
 from drengine.crypto.keys import KdfParams, check_kdf
 from drengine.repository.repo import Repository
 from drengine.storage import open_backend
+from drengine.storage.options import S3Options
 
 
 @dataclass
@@ -22,6 +23,7 @@ class State:
     repo_url: str = ""
     debug: bool = False
     retry_lock: float = 0.0
+    s3_flags: dict[str, str] = field(default_factory=dict)  # --s3-* as given
 
 
 STATE = State()
@@ -102,6 +104,11 @@ def read_new_password() -> bytes:
     return read_password(confirm=True, prefix="DRENGINE_NEW_PASSWORD", prompt="new password")
 
 
+def s3_options() -> S3Options:
+    """The DRENGINE_S3_* environment with the --s3-* flags over it."""
+    return S3Options.from_env(os.environ).with_given(**STATE.s3_flags)
+
+
 def repo_url() -> str:
     url = STATE.repo_url or os.environ.get("DRENGINE_REPOSITORY", "")
     if not url:
@@ -110,7 +117,7 @@ def repo_url() -> str:
 
 
 def open_repository() -> Repository:
-    backend = open_backend(repo_url())
+    backend = open_backend(repo_url(), s3_options())
     Repository.probe(backend)
     repo = Repository.open(backend, read_password())
     repo.lock_wait = STATE.retry_lock

@@ -41,7 +41,9 @@ from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
 from drengine.core.errors import ObjectExists, ObjectNotFound, StorageError, UsageError
+from drengine.storage import options
 from drengine.storage.base import BackendDefaults, Buffer, Capabilities, ObjectInfo, check_name
+from drengine.storage.options import S3Options
 from drengine.storage.retry import TransientStorageError
 from drengine.storage.s3_errors import EXISTS_CODES, LIBRARY_ERRORS, S3ErrorMapper
 
@@ -58,26 +60,8 @@ _MIN_PART_SIZE = 5 * MiB  # S3's minimum for every part but the last
 _PROBE_PREFIX = ".drengine-conditional-write-probe-"  # no repository object has this name
 OBJECT_LOCK_MODES = ("GOVERNANCE", "COMPLIANCE")
 
-ENV_STORAGE_CLASS = "DRENGINE_S3_STORAGE_CLASS"
-ENV_SSE = "DRENGINE_S3_SSE"
-ENV_SSE_KMS_KEY_ID = "DRENGINE_S3_SSE_KMS_KEY_ID"
-ENV_UNSAFE_NO_CONDITIONAL = "DRENGINE_S3_UNSAFE_NO_CONDITIONAL_WRITES"
-ENV_CONNECT_TIMEOUT = "DRENGINE_S3_CONNECT_TIMEOUT"
-ENV_READ_TIMEOUT = "DRENGINE_S3_READ_TIMEOUT"
-
-
-def env_seconds(name: str) -> float | None:
-    """A positive number of seconds from the environment, or None if unset."""
-    raw = os.environ.get(name, "").strip()
-    if not raw:
-        return None
-    try:
-        value = float(raw)
-    except ValueError:
-        value = -1.0
-    if not value > 0:
-        raise UsageError(f"{name} must be a positive number of seconds, not {raw!r}")
-    return value
+# Named in a message below (the options are ``options.py``'s).
+ENV_UNSAFE_NO_CONDITIONAL = options.ENV_UNSAFE_NO_CONDITIONAL
 
 
 def parse_s3_url(url: str) -> tuple[str, str]:
@@ -175,23 +159,12 @@ class S3Backend(BackendDefaults):
         self._md5 = checksums == "when_required"
 
     @classmethod
-    def from_url(cls, url: str, **kwargs: Any) -> S3Backend:
-        """The backend for ``url``; options not given come from ``DRENGINE_S3_*``."""
+    def from_url(cls, url: str, opts: S3Options | None = None, **kwargs: Any) -> S3Backend:
+        """The backend for ``url`` with ``opts`` (default: ``DRENGINE_S3_*`` of the process
+        environment, read now); ``kwargs`` win over both."""
         bucket, prefix = parse_s3_url(url)
-        env = os.environ
-        kwargs.setdefault("storage_class", env.get(ENV_STORAGE_CLASS) or None)
-        kwargs.setdefault("sse", env.get(ENV_SSE) or None)
-        kwargs.setdefault("sse_kms_key_id", env.get(ENV_SSE_KMS_KEY_ID) or None)
-        unsafe = env.get(ENV_UNSAFE_NO_CONDITIONAL, "").lower() in ("1", "true", "yes")
-        kwargs.setdefault("unsafe_no_conditional_writes", unsafe)
-        for key, var in (
-            ("connect_timeout", ENV_CONNECT_TIMEOUT),
-            ("read_timeout", ENV_READ_TIMEOUT),
-        ):
-            seconds = env_seconds(var)
-            if seconds is not None:
-                kwargs.setdefault(key, seconds)
-        return cls(bucket, prefix, **kwargs)
+        given = opts if opts is not None else S3Options.from_env(os.environ)
+        return cls(bucket, prefix, **{**given.backend_kwargs(), **kwargs})
 
     @property
     def location(self) -> str:

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import os
+
 from drengine.core.errors import UsageError
 from drengine.storage.base import Backend
+from drengine.storage.options import S3Options
 
 
-def open_backend(url: str) -> Backend:
-    """``PATH``, ``file://PATH``, ``s3://BUCKET[/PREFIX]`` or ``memory:`` (tests)."""
+def open_backend(url: str, s3: S3Options | None = None) -> Backend:
+    """``PATH``, ``file://PATH``, ``s3://BUCKET[/PREFIX]`` or ``memory:`` (tests); ``s3``:
+    the S3 settings (default: the ``DRENGINE_S3_*`` environment, read now)."""
     from drengine.storage.local import LocalBackend
     from drengine.storage.memory import MemoryBackend
 
@@ -19,12 +23,13 @@ def open_backend(url: str) -> Backend:
         return MemoryBackend()
     if url.startswith("s3://"):
         from drengine.storage.retry import RetryingBackend, RetryPolicy
-        from drengine.storage.s3 import S3Backend, env_seconds
+        from drengine.storage.s3 import S3Backend
 
+        opts = s3 if s3 is not None else S3Options.from_env(os.environ)
         # Network storage fails transiently; the retry wrapper rides that out (storage.md).
-        budget = env_seconds("DRENGINE_S3_RETRY_BUDGET")
+        budget = opts.retry_budget
         policy = RetryPolicy() if budget is None else RetryPolicy(budget=budget)
-        return RetryingBackend(S3Backend.from_url(url), policy)
+        return RetryingBackend(S3Backend.from_url(url, opts), policy)
     scheme, sep, _ = url.partition("://")
     if sep and scheme.isalnum():
         raise UsageError(f"unsupported repository URL scheme {scheme!r} in {url}")

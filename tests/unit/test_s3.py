@@ -118,6 +118,29 @@ def test_client_config_timeouts_no_botocore_retries_pool(monkeypatch: pytest.Mon
     assert config.retries is not None and config.retries["total_max_attempts"] == 1
 
 
+def test_options_given_as_an_object_win_over_the_environment(
+    monkeypatch: pytest.MonkeyPatch, moto: None
+) -> None:
+    from drengine.storage.options import S3Options
+
+    monkeypatch.setenv("DRENGINE_S3_STORAGE_CLASS", "GLACIER_IR")
+    monkeypatch.setenv("DRENGINE_S3_READ_TIMEOUT", "7.5")
+    from_env = open_backend("s3://bkt/p")
+    assert isinstance(from_env, RetryingBackend) and isinstance(from_env.inner, S3Backend)
+    assert from_env.inner.write_args == {"StorageClass": "GLACIER_IR"}
+    # Two policies in one process, each with its own settings: no environment involved.
+    opts = S3Options(storage_class="STANDARD_IA", read_timeout=3.0, retry_budget=5.0)
+    given = open_backend("s3://bkt/p", opts)
+    assert isinstance(given, RetryingBackend) and isinstance(given.inner, S3Backend)
+    assert given.inner.write_args == {"StorageClass": "STANDARD_IA"}
+    assert given.inner.client.meta.config.read_timeout == 3.0
+    assert given.policy.budget == 5.0
+    layered = S3Options.from_env({"DRENGINE_S3_SSE": "AES256"}).with_given(
+        storage_class="ONEZONE_IA", region=None, sse=""
+    )
+    assert (layered.sse, layered.storage_class, layered.region) == ("AES256", "ONEZONE_IA", None)
+
+
 @pytest.mark.parametrize("value", ["0", "-3", "soon"])
 def test_bad_timeout_env_is_a_usage_error(monkeypatch: pytest.MonkeyPatch, value: str) -> None:
     monkeypatch.setenv("DRENGINE_S3_CONNECT_TIMEOUT", value)
