@@ -16,7 +16,8 @@
     ├── OutputClosed                    exit 141 the reader of stdout went away (``| head``)
     ├── RestoreError                    exit 1  a restore could not complete (target problems)
     ├── SourceFailed                    exit 13 a source could not be read or its dump failed
-    └── HookFailed                      exit 14 a --before/--after hook failed
+    ├── HookFailed                      exit 14 a --before/--after hook failed
+    └── Cancelled                       exit 130 the operation's cancel event was set (SIGTERM)
 
 Callers catch ``DrengineError``; the CLI prints ``str(error)`` as one sentence.
 """
@@ -99,3 +100,10 @@ class HookFailed(DrengineError):
     """A consistency hook failed: before the backup (nothing read), or after it."""
 
     exit_code = 14
+
+
+class Cancelled(DrengineError):
+    """An operation stopped at a safe point because its cancellation event was set (the
+    daemon on SIGTERM): nothing half-done is recorded, the lock is released."""
+
+    exit_code = 130  # 128 + SIGINT, as for an interrupted command

@@ -25,6 +25,7 @@ import getpass
 import logging
 import os
 import socket
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -57,6 +58,9 @@ class BackupOptions:
     use_files_cache: bool = True
     before: list[str] = field(default_factory=list)  # hooks (``engine/hooks.py``)
     after: list[str] = field(default_factory=list)
+    # Set by another thread (the daemon on SIGTERM): the backup stops at the next chunk or
+    # entry, indexes what it uploaded, writes no snapshot, releases its lock (``Cancelled``).
+    cancel: threading.Event | None = None
 
 
 @dataclass
@@ -112,7 +116,7 @@ def _run_backup(
     repo.load_index(present=repo.list_packs())
     # Uploads to object storage wait on round trips, not on the disk: more of them in flight.
     saver = BlobSaver(repo, uploaders=4 if repo.remote else 2)
-    store = ContentStore(repo, saver, progress)
+    store = ContentStore(repo, saver, progress, opts.cancel)
     ctx = BackupContext(store, repo_cache_dir(repo.id) if opts.use_files_cache else None)
     tops: dict[bytes, Entry] = {}
     records: list[dict[str, Any]] = []
@@ -132,6 +136,7 @@ def _run_backup(
                 tops[entry.path] = entry
             records.append(src.finish(stored))
             errors += src.errors
+        store.check_cancel()
         root = _root_tree(store, tops, errors)
         saver.close()
         ok = True

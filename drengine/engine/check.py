@@ -12,13 +12,14 @@ its trailer compared with the index, and every blob decrypted and checked agains
 from __future__ import annotations
 
 import random
+import threading
 import time
 from collections import defaultdict
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
-from drengine.core.errors import DrengineError
+from drengine.core.errors import Cancelled, DrengineError
 from drengine.core.model import Node
 from drengine.engine.reachability import referenced_blobs
 from drengine.repository import layout
@@ -44,13 +45,28 @@ def run_check(
     read_fraction: float = 0.0,
     say: Callable[[str], None] = lambda _m: None,
     seed: int | None = None,
+    cancel: threading.Event | None = None,
 ) -> CheckResult:
+    """``cancel`` stops the check at its next phase or pack read (``Cancelled``)."""
+
+    def stop_if_cancelled() -> None:
+        if cancel is not None and cancel.is_set():
+            raise Cancelled("the check was cancelled")
+
+    def phase(message: str) -> None:
+        stop_if_cancelled()
+        say(message)
+
     with locked(repo, exclusive=False, operation="check"):
-        return _run_check(repo, read_fraction, say, seed)
+        return _run_check(repo, read_fraction, phase, seed, stop_if_cancelled)
 
 
 def _run_check(
-    repo: Repository, read_fraction: float, say: Callable[[str], None], seed: int | None
+    repo: Repository,
+    read_fraction: float,
+    say: Callable[[str], None],
+    seed: int | None,
+    stop_if_cancelled: Callable[[], None] = lambda: None,
 ) -> CheckResult:
     res = CheckResult()
     say("loading indexes")
@@ -96,7 +112,12 @@ def _run_check(
             packs = rng.sample(packs, max(1, round(len(packs) * read_fraction))) if packs else []
         say(f"reading {len(packs)} packs")
         with ThreadPoolExecutor(3, thread_name_prefix="check") as pool:
-            for errors, nblobs in pool.map(lambda p: _read_pack(repo, p, by_pack[p]), packs):
+
+            def read(p: bytes) -> tuple[list[str], int]:
+                stop_if_cancelled()
+                return _read_pack(repo, p, by_pack[p])
+
+            for errors, nblobs in pool.map(read, packs):
                 res.errors.extend(errors)
                 res.packs_read += 1
                 res.blobs_read += nblobs

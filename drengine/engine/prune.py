@@ -21,12 +21,13 @@ A prune killed at any point leaves every snapshot restorable.
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-from drengine.core.errors import DrengineError, IntegrityError
+from drengine.core.errors import Cancelled, DrengineError, IntegrityError
 from drengine.engine.reachability import referenced_blobs
 from drengine.repository import blobcodec, layout
 from drengine.repository.index import BLOBS_PER_INDEX, IndexEntry, index_batches
@@ -87,11 +88,28 @@ def run_prune(
     dry_run: bool = False,
     say: Callable[[str], None] = lambda _m: None,
     now: Callable[[], datetime] = lambda: datetime.now(UTC),
+    cancel: threading.Event | None = None,
 ) -> PruneResult:
     """Prune under an exclusive lock; ``max_unused`` is the unused share a pack may keep;
-    ``now`` is the clock that decides whether an S3 Object Lock retention has ended."""
+    ``now`` is the clock that decides whether an S3 Object Lock retention has ended.
+
+    ``cancel`` stops it at the next phase or repacked pack until the new index is written
+    (``Cancelled``; what was repacked is left over for the next prune); once the new index
+    is written, the deletions it makes safe are finished."""
+
+    def stop_if_cancelled() -> None:
+        if cancel is not None and cancel.is_set():
+            raise Cancelled("prune was cancelled before it deleted anything")
+
+    def phase(message: str) -> None:
+        stop_if_cancelled()
+        say(message)
+
     with locked(repo, exclusive=True, operation="prune") as lock:
-        return _prune(repo, lock, max_unused, dry_run, say, _retention_check(repo, now()))
+        return _prune(
+            repo, lock, max_unused, dry_run, phase, say, stop_if_cancelled,
+            _retention_check(repo, now()),
+        )  # fmt: skip
 
 
 def _retention_check(repo: Repository, now: datetime) -> Callable[[str], datetime | None]:
@@ -109,13 +127,15 @@ def _prune(
     lock: HeldLock,
     max_unused: float,
     dry_run: bool,
+    phase: Callable[[str], None],
     say: Callable[[str], None],
+    stop_if_cancelled: Callable[[], None],
     retained: Callable[[str], datetime | None],
 ) -> PruneResult:
     res = PruneResult(dry_run)
     if not dry_run:
         _remove_leftovers(repo, res)
-    say("loading indexes")
+    phase("loading indexes")
     index_sizes = repo.index_sizes()
     old_indexes = list(index_sizes)
     repo.load_index()
@@ -127,7 +147,7 @@ def _prune(
             " run drengine repair index"
         )
     stored = repo.list_packs()
-    say("finding the blobs snapshots use")
+    phase("finding the blobs snapshots use")
     reach = referenced_blobs(repo)
     if reach.errors:
         raise PruneRefused(
@@ -203,8 +223,8 @@ def _prune(
     if dry_run:
         return res
 
-    say(f"repacking {len(repack)} packs")
-    new_packs = _repack(repo, [(p, plans[p]) for p in repack])
+    phase(f"repacking {len(repack)} packs")
+    new_packs = _repack(repo, [(p, plans[p]) for p in repack], stop_if_cancelled)
     res.packs_written = len(new_packs)
     gone = set(delete) | set(repack) | unindex
     kept = [
@@ -212,7 +232,7 @@ def _prune(
         for pid in sorted(plans)
         if pid not in gone
     ]
-    say("writing the new index")
+    phase("writing the new index")
     _write_index(repo, kept + new_packs, old_indexes)
     res.index_objects_replaced = len(old_indexes)
 
@@ -248,7 +268,7 @@ def _record(bid: bytes, e: IndexEntry) -> BlobRecord:
 
 
 def _repack(
-    repo: Repository, packs: list[tuple[bytes, _PackPlan]]
+    repo: Repository, packs: list[tuple[bytes, _PackPlan]], stop_if_cancelled: Callable[[], None]
 ) -> list[tuple[bytes, list[BlobRecord]]]:
     """Copy the used blobs of ``packs`` into new packs; each blob verified on the way."""
     written: list[tuple[bytes, list[BlobRecord]]] = []
@@ -259,6 +279,7 @@ def _repack(
         written.append((repo.save_pack(w.finish()), records))
 
     for pack_id, plan in packs:
+        stop_if_cancelled()
         data = repo.read_pack(pack_id)
         name = pack_id.hex()
         if layout.object_id(data) != name:

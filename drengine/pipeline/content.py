@@ -9,11 +9,13 @@ on the way (per chunk, never per byte). Sources see this object only, not the re
 from __future__ import annotations
 
 import hashlib
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import blake3
 
+from drengine.core.errors import Cancelled
 from drengine.core.model import Node, encode_tree
 from drengine.core.progress import Progress
 from drengine.pipeline.chunker import Chunker
@@ -36,9 +38,16 @@ class Content:
 
 
 class ContentStore:
-    def __init__(self, repo: Repository, saver: BlobSaver, progress: Progress) -> None:
+    def __init__(
+        self,
+        repo: Repository,
+        saver: BlobSaver,
+        progress: Progress,
+        cancel: threading.Event | None = None,
+    ) -> None:
         s = repo.settings
         self._repo, self._saver, self.progress = repo, saver, progress
+        self._cancel = cancel
         self.chunker = Chunker(s.chunker_min, s.chunker_avg, s.chunker_max, repo.keys.chunker_seed)
         # Content this small is read whole by the caller: one chunk, no chunker.
         self.small = min(_SMALL_FILE, s.chunker_min)
@@ -50,6 +59,7 @@ class ContentStore:
         ids: list[bytes] = []
         size = 0
         for chunk in self.chunker.chunks(read_into, first=first):
+            self.check_cancel()
             bid = self._repo.blob_id(chunk)
             hasher.update(chunk)
             if sha is not None:
@@ -59,6 +69,12 @@ class ContentStore:
             size += len(chunk)
             self.progress.add_bytes(len(chunk))
         return Content(ids, size, hasher.digest(), sha.digest() if sha else None)
+
+    def check_cancel(self) -> None:
+        """``Cancelled`` once the operation's cancellation event is set: sources call it
+        between entries, and it is checked before every chunk."""
+        if self._cancel is not None and self._cancel.is_set():
+            raise Cancelled("the backup was cancelled; no snapshot written")
 
     def store_bytes(self, data: bytes) -> Content:
         """Content read whole (at most ``small`` bytes): one blob, or none when empty."""

@@ -134,6 +134,7 @@ class Walker:
             return first
         stack = [first]
         while True:
+            self.store.check_cancel()
             top = stack[-1]
             if top.pos < len(top.names):
                 entry_name = top.names[top.pos]
