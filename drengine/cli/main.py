@@ -88,6 +88,7 @@ def _register() -> None:
         cmd_init,
         cmd_key,
         cmd_ls,
+        cmd_policy,
         cmd_prune,
         cmd_repair,
         cmd_restore,
