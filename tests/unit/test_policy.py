@@ -1,8 +1,10 @@
+# ruff: noqa: E501  (a table of inputs and messages reads best one case a line)
 """Policy files: a table of bad inputs with the message each must give, the shipped
 examples, and schedules across a daylight-saving change."""
 
 from __future__ import annotations
 
+import itertools
 import subprocess
 import sys
 from datetime import UTC, datetime, timedelta
@@ -149,7 +151,7 @@ def test_an_interval_keeps_its_pace_across_dst() -> None:
     start = datetime(2026, 3, 29, 0, 0, tzinfo=UTC)
     runs = next_runs(parse_schedule("45m", "Europe/Berlin", start), start, 6)
     utc = [r.astimezone(UTC) for r in runs]
-    assert all(b - a == timedelta(minutes=45) for a, b in zip(utc, utc[1:], strict=False))
+    assert all(b - a == timedelta(minutes=45) for a, b in itertools.pairwise(utc))
 
 
 def test_a_timezone_moves_a_cron_schedule() -> None:
@@ -165,4 +167,4 @@ def test_an_hourly_cron_job_runs_in_both_repeated_hours() -> None:
         parse_schedule("30 * * * *", "Europe/Berlin"), datetime(2026, 10, 25, 0, 0, tzinfo=tz), 5
     )
     utc = [r.astimezone(UTC) for r in runs]
-    assert all(b - a == timedelta(hours=1) for a, b in zip(utc, utc[1:], strict=False)), runs
+    assert all(b - a == timedelta(hours=1) for a, b in itertools.pairwise(utc)), runs
