@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-import contextlib
 import getpass
 import math
 import os
-import signal
-import subprocess
 import sys
 from dataclasses import dataclass, field
 
 from drengine.core.errors import UsageError
+from drengine.core.passwords import password_from_command, password_from_file
 from drengine.crypto.keys import KdfParams, check_kdf
 from drengine.repository.repo import Repository
 from drengine.storage import open_backend
@@ -29,53 +27,6 @@ class State:
 STATE = State()
 
 
-def _password_from_file(path: str) -> bytes:
-    try:
-        with open(path, "rb") as f:
-            lines = f.read().splitlines()
-    except OSError as e:
-        raise UsageError(f"cannot read the password file {path}: {e.strerror}") from None
-    if not lines or not lines[0]:
-        raise UsageError(f"the password file {path} is empty")
-    return lines[0]
-
-
-PASSWORD_COMMAND_TIMEOUT = 60.0
-
-
-def _password_from_command(cmd: str, var: str) -> bytes:
-    """The first line a command prints. Its stderr is shown when it fails; it runs in a
-    session of its own, so on a timeout the whole group (a shell's children too) is killed."""
-    try:
-        proc = subprocess.Popen(
-            cmd,
-            shell=True,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            start_new_session=True,
-        )
-    except OSError as e:
-        raise UsageError(f"cannot run {var}: {e.strerror or e}") from None
-    try:
-        out, err = proc.communicate(timeout=PASSWORD_COMMAND_TIMEOUT)
-    except subprocess.TimeoutExpired:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGKILL)
-        proc.communicate()
-        raise UsageError(
-            f"{var} did not finish within {PASSWORD_COMMAND_TIMEOUT:.0f} seconds (killed)"
-        ) from None
-    if proc.returncode != 0:
-        said = err.decode("utf-8", "replace").strip().splitlines()
-        detail = f": {said[-1]}" if said else ""
-        raise UsageError(f"{var} failed with exit code {proc.returncode}{detail}")
-    lines = out.splitlines()
-    if not lines or not lines[0]:
-        raise UsageError(f"{var} printed no password")
-    return lines[0]
-
-
 def read_password(
     confirm: bool = False, prefix: str = "DRENGINE_PASSWORD", prompt: str = "repository password"
 ) -> bytes:
@@ -84,9 +35,9 @@ def read_password(
     if env.get(prefix):
         return env[prefix].encode()
     if f"{prefix}_FILE" in env:
-        return _password_from_file(env[f"{prefix}_FILE"])
+        return password_from_file(env[f"{prefix}_FILE"])
     if f"{prefix}_COMMAND" in env:
-        return _password_from_command(env[f"{prefix}_COMMAND"], f"{prefix}_COMMAND")
+        return password_from_command(env[f"{prefix}_COMMAND"], f"{prefix}_COMMAND")
     if sys.stdin.isatty():
         pw = getpass.getpass(f"{prompt}: ")
         if confirm and getpass.getpass(f"repeat {prompt}: ") != pw:

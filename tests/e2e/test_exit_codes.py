@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from e2e_support import CLI, PASSWORD, Repo, assert_one_line_error, dac_drop_prefix
 
-from drengine.cli import state
+from drengine.core import passwords
 
 
 def _dac_drop(tmp_path: Path) -> list[str]:
@@ -53,10 +53,10 @@ def test_a_password_command_that_hangs_is_killed_with_its_children(
     marker = tmp_path / "child-alive"
     # The shell starts a child that would outlive a plain kill of the shell.
     cmd = f"(while true; do touch {marker}; sleep 0.1; done) & sleep 600"
-    monkeypatch.setattr(state, "PASSWORD_COMMAND_TIMEOUT", 1.0)
+    monkeypatch.setattr(passwords, "PASSWORD_COMMAND_TIMEOUT", 1.0)
     started = time.monotonic()
-    with pytest.raises(state.UsageError, match="did not finish"):
-        state._password_from_command(cmd, "DRENGINE_PASSWORD_COMMAND")
+    with pytest.raises(passwords.UsageError, match="did not finish"):
+        passwords.password_from_command(cmd, "DRENGINE_PASSWORD_COMMAND")
     assert time.monotonic() - started < 10
     time.sleep(0.5)
     marker.unlink(missing_ok=True)
