@@ -92,6 +92,7 @@ def _register() -> None:
         cmd_prune,
         cmd_repair,
         cmd_restore,
+        cmd_run,
         cmd_snapshots,
         cmd_unlock,
     )

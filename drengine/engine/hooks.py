@@ -16,6 +16,7 @@ import logging
 import os
 import signal
 import subprocess
+from collections.abc import Mapping
 
 from drengine.core.errors import HookFailed
 
@@ -24,12 +25,14 @@ log = logging.getLogger(__name__)
 _TIMEOUT = 3600.0  # an hour: LVM on a busy host is slow, but a hook never hangs forever
 
 
-def run_hooks(phase: str, commands: list[str], result: str = "") -> None:
+def run_hooks(
+    phase: str, commands: list[str], result: str = "", extra: Mapping[str, str] | None = None
+) -> None:
     """Run every command of ``phase``; ``HookFailed`` naming the first that failed (all
-    after-hooks run even when one fails)."""
+    after-hooks run even when one fails). ``extra``: more variables for the hooks."""
     failures: list[str] = []
     for cmd in commands:
-        env = {**os.environ, "DRENGINE_HOOK": phase}
+        env = {**os.environ, **(extra or {}), "DRENGINE_HOOK": phase}
         if result:
             env["DRENGINE_RESULT"] = result
         log.info("running %s-hook: %s", phase, cmd)

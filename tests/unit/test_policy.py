@@ -168,3 +168,10 @@ def test_an_hourly_cron_job_runs_in_both_repeated_hours() -> None:
     )
     utc = [r.astimezone(UTC) for r in runs]
     assert all(b - a == timedelta(hours=1) for a, b in itertools.pairwise(utc)), runs
+
+
+def test_run_applies_retention_with_forgets_own_code() -> None:
+    from drengine.engine import retention
+    from drengine.scheduler import run
+
+    assert run.run_forget is retention.run_forget  # the same function, not a copy

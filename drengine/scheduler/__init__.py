@@ -1,0 +1,1 @@
+"""Running policies: job history, the one-shot runner and the daemon."""

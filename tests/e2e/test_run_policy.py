@@ -1,0 +1,95 @@
+"""``drengine run POLICY``, as cron runs it: backup, retention, prune and check when due, job
+history, node-exporter metrics, and failures with their hooks."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from e2e_support import CLI, PASSWORD, Repo
+
+
+def _policy(tmp_path: Path, repo: Repo, src: Path, extra: str = "") -> Path:
+    pw = tmp_path / "pw"
+    pw.write_text(PASSWORD + "\n")
+    p = tmp_path / "policy.yaml"
+    p.write_text(
+        f"name: files1\nrepository: {repo.path}\npassword_file: {pw}\n"
+        f"sources: [{src}]\nexclude: ['*.tmp']\nschedule: 1h\n"
+        "retention: {keep_last: 2}\nprune: {schedule: 1d}\n"
+        "check: {schedule: 1d, read_data_subset: 100%}\ntargets: {rpo: 2h, rto: 10m}\n" + extra
+    )
+    return p
+
+
+def _run(cli: CLI, tmp_path: Path, *args: str, code: int = 0) -> Any:
+    env = {"DRENGINE_STATE_DIR": str(tmp_path / "state"), "DRENGINE_PASSWORD": None}
+    return cli("run", *args, check_code=code, env_extra=env)
+
+
+def test_run_backs_up_applies_retention_and_prunes_and_checks_when_due(
+    cli: CLI, repo: Repo, tmp_path: Path
+) -> None:
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "skip.tmp").write_text("excluded")
+    p = _policy(tmp_path, repo, src)
+    outcomes = []
+    for i in range(3):
+        (src / "f").write_text(f"version {i}")
+        outcomes.append(_run(cli, tmp_path, str(p), "--json").json())
+    assert [o["pruned"] for o in outcomes] == [True, False, False]  # due once a day
+    assert [o["checked"] for o in outcomes] == [True, False, False]
+    assert [len(o["forgotten"]) for o in outcomes] == [0, 0, 1]
+    snaps = repo.snapshots()
+    assert [s["id"] for s in snaps] == [o["snapshot_id"] for o in outcomes[1:]]
+    assert all(s["tags"] == ["policy:files1"] for s in snaps)
+    assert not any(e["path"].endswith("skip.tmp") for e in repo.ls("latest"))
+    # Retention is forget's: forget with the same policy finds nothing more to remove.
+    again = repo.run("forget", "--keep-last", "2", "--tag", "policy:files1", "--dry-run", "--json")
+    assert all(not d["remove"] for d in again.json())
+    forced = _run(cli, tmp_path, str(p), "--prune", "--no-check", "--json").json()
+    assert forced["pruned"] and not forced["checked"]
+
+
+def test_a_failing_run_exits_with_the_sources_code_and_runs_on_failure_hooks(
+    cli: CLI, repo: Repo, tmp_path: Path
+) -> None:
+    marker = tmp_path / "failed"
+    hook = 'echo "$DRENGINE_POLICY: $DRENGINE_ERROR" > ' + str(marker)
+    p = _policy(tmp_path, repo, tmp_path / "src", f"hooks: {{on_failure: ['{hook}']}}\n")
+    p.write_text(p.read_text().replace(f"[{tmp_path / 'src'}]", "['block:///dev/drengine-none']"))
+    prom = tmp_path / "prom"
+    prom.mkdir()
+    r = _run(cli, tmp_path, str(p), "--textfile-dir", str(prom), code=13)
+    assert "drengine-none" in r.err and "Traceback" not in r.err
+    assert marker.read_text().startswith("files1: /dev/drengine-none")
+    metrics = (prom / "drengine-files1.prom").read_text()
+    assert 'drengine_backup_failures{policy="files1"} 1.0' in metrics
+    assert 'drengine_last_backup_success{policy="files1"} 0.0' in metrics
+    assert repo.snapshots() == []
+
+
+def test_run_writes_metrics_for_node_exporter(cli: CLI, repo: Repo, tmp_path: Path) -> None:
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "f").write_text("x")
+    prom = tmp_path / "prom"
+    prom.mkdir()
+    _run(cli, tmp_path, str(_policy(tmp_path, repo, src)), "--textfile-dir", str(prom))
+    metrics = (prom / "drengine-files1.prom").read_text()
+    for line in (
+        'drengine_snapshots{policy="files1"} 1.0',
+        'drengine_rpo_target_seconds{policy="files1"} 7200.0',
+        'drengine_last_backup_success{policy="files1"} 1.0',
+        'drengine_backup_failures{policy="files1"} 0.0',
+    ):
+        assert line in metrics, metrics
+    assert "drengine_rpo_age_seconds" in metrics
+
+
+def test_run_refuses_an_invalid_policy(cli: CLI, tmp_path: Path) -> None:
+    p = tmp_path / "bad.yaml"
+    p.write_text("name: x\nschedul: 1h\n")
+    r = _run(cli, tmp_path, str(p), code=2)
+    assert "schedul: unknown key (did you mean schedule?)" in r.err
