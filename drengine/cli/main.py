@@ -94,6 +94,7 @@ def _register() -> None:
         cmd_restore,
         cmd_run,
         cmd_snapshots,
+        cmd_status,
         cmd_unlock,
     )
 

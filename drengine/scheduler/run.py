@@ -24,9 +24,10 @@ from drengine.engine.check import run_check
 from drengine.engine.hooks import run_hooks
 from drengine.engine.prune import run_prune
 from drengine.engine.retention import ForgetOptions, run_forget
-from drengine.policy.model import PolicyFile
+from drengine.policy.model import PolicyFile, span_seconds
 from drengine.policy.schedule import parse_schedule
 from drengine.repository.repo import Repository
+from drengine.scheduler import notify
 from drengine.scheduler.state import StateDB
 from drengine.sources.base import Source
 from drengine.sources.excludes import ExcludeRules
@@ -131,6 +132,7 @@ def run_policy(
     collected in ``failures``."""
     at = now or datetime.now(UTC)
     res = RunResult(p.name)
+    failing_before = state.failures_since_success(p.name, "backup")
     job = state.start(p.name, "backup")
     try:
         repo = open_policy_repository(p)
@@ -147,9 +149,23 @@ def run_policy(
     except DrengineError as e:
         outcome = "cancelled" if isinstance(e, Cancelled) else "failure"
         state.finish(job, outcome, error=str(e))
-        _on_failure(p, str(e))
+        if outcome == "failure":
+            _on_failure(p, str(e))
+            notify.send(p, notify.event(p, "failure", job="backup", error=str(e)))
+            _rpo_breach(p, state, at)
         raise
     _record_backup(state, job, res, backup)
+    if failing_before:
+        notify.send(
+            p,
+            notify.event(
+                p,
+                "recovery",
+                job="backup",
+                snapshot=res.snapshot_id,
+                failures_before=failing_before,
+            ),
+        )
     steps: list[tuple[str, Callable[[], None]]] = [("forget", lambda: _forget(repo, p, res))]
     if p.prune is not None and (prune or (prune is None and _due(state, p, "prune", at))):
         steps.append(("prune", lambda: _prune(repo, res, cancel)))
@@ -168,7 +184,26 @@ def run_policy(
         state.finish(sub, "success")
     if res.failures:
         _on_failure(p, "; ".join(res.failures))
+        notify.send(p, notify.event(p, "failure", job="run", error="; ".join(res.failures)))
     return res
+
+
+def rpo_age(state: StateDB, p: PolicyFile, now: datetime) -> float | None:
+    """Seconds since the last successful backup of the policy ended (None: never)."""
+    ok = [r for r in (state.last(p.name, "backup", o) for o in ("success", "partial")) if r]
+    ends = [r.ended for r in ok if r.ended is not None]
+    return now.timestamp() - max(ends) if ends else None
+
+
+def _rpo_breach(p: PolicyFile, state: StateDB, now: datetime) -> None:
+    if p.targets is None:
+        return
+    age, target = rpo_age(state, p, now), span_seconds(p.targets.rpo)
+    if age is None or age > target:
+        notify.send(
+            p,
+            notify.event(p, "rpo_breach", rpo_age_seconds=age, rpo_target_seconds=target),
+        )
 
 
 def _record_backup(state: StateDB, job: int, res: RunResult, backup: BackupResult) -> None:

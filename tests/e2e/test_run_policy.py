@@ -93,3 +93,72 @@ def test_run_refuses_an_invalid_policy(cli: CLI, tmp_path: Path) -> None:
     p.write_text("name: x\nschedul: 1h\n")
     r = _run(cli, tmp_path, str(p), code=2)
     assert "schedul: unknown key (did you mean schedule?)" in r.err
+
+
+class _Hook:
+    """A local HTTP server that keeps the JSON bodies POSTed to it."""
+
+    def __init__(self) -> None:
+        import http.server
+        import json
+        import threading
+
+        received: list[dict[str, Any]] = []
+
+        class H(http.server.BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                n = int(self.headers["Content-Length"])
+                received.append(json.loads(self.rfile.read(n)))
+                self.send_response(204)
+                self.end_headers()
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = http.server.HTTPServer(("127.0.0.1", 0), H)
+        self.url = f"http://127.0.0.1:{self.server.server_port}/hook"
+        self.received = received
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+
+
+def test_notifications_on_failure_breach_and_recovery(cli: CLI, repo: Repo, tmp_path: Path) -> None:
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "f").write_text("x")
+    hook = _Hook()
+    events = tmp_path / "events"
+    try:
+        extra = f"notify: {{webhooks: ['{hook.url}'], command: 'cat >> {events}', timeout: 5s}}\n"
+        p = _policy(tmp_path, repo, src, extra)
+        good = p.read_text()
+        p.write_text(good.replace(f"[{src}]", "['block:///dev/drengine-none']"))
+        _run(cli, tmp_path, str(p), code=13)
+        kinds = [e["event"] for e in hook.received]
+        assert kinds == ["failure", "rpo_breach"]  # never succeeded: the RPO is breached
+        assert (
+            hook.received[0]["policy"] == "files1" and "drengine-none" in hook.received[0]["error"]
+        )
+        p.write_text(good)
+        _run(cli, tmp_path, str(p))
+        assert [e["event"] for e in hook.received][-1] == "recovery"
+        assert events.read_text().count('"event"') == 3  # the command got each one on stdin
+        st = cli(
+            "status", str(p), "--json", env_extra={"DRENGINE_STATE_DIR": str(tmp_path / "state")}
+        ).json()[0]
+        assert st["last_outcome"] == "success" and st["rpo_ok"] is True
+        assert st["failures_since_success"] == 0
+    finally:
+        hook.close()
+
+
+def test_an_unreachable_webhook_does_not_fail_the_run(cli: CLI, repo: Repo, tmp_path: Path) -> None:
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "f").write_text("x")
+    p = _policy(tmp_path, repo, src, "notify: {webhooks: ['http://127.0.0.1:9/x'], timeout: 1s}\n")
+    p.write_text(p.read_text().replace(f"[{src}]", "['block:///dev/drengine-none']"))
+    r = _run(cli, tmp_path, str(p), code=13)
+    assert "notification not delivered" in r.err
