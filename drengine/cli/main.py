@@ -83,6 +83,7 @@ def _register() -> None:
         cmd_backup,
         cmd_check,
         cmd_copy,
+        cmd_daemon,
         cmd_dump,
         cmd_forget,
         cmd_init,

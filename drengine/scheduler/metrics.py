@@ -17,9 +17,14 @@ from drengine.scheduler.state import StateDB
 
 
 def policy_registry(
-    p: PolicyFile, state: StateDB, snapshots: list[Snapshot], now: float | None = None
+    p: PolicyFile,
+    state: StateDB,
+    snapshots: list[Snapshot] | None = None,
+    now: float | None = None,
+    snapshot_count: int | None = None,
 ) -> CollectorRegistry:
-    """The metrics of one policy; ``snapshots``: its snapshots in the repository."""
+    """The metrics of one policy; ``snapshots``: its snapshots in the repository (their
+    count and the newest one's age), else ``snapshot_count`` and the job history's age."""
     t = time.time() if now is None else now
     reg = CollectorRegistry()
 
@@ -30,7 +35,11 @@ def policy_registry(
 
     last = state.last(p.name, "backup")
     ok = state.last(p.name, "backup", "success") or state.last(p.name, "backup", "partial")
-    newest = max((s.sort_time().timestamp() for s in snapshots), default=None)
+    if snapshots is not None:
+        newest = max((s.sort_time().timestamp() for s in snapshots), default=None)
+        snapshot_count = len(snapshots)
+    else:
+        newest = state.last_success_end(p.name)
     gauge("drengine_last_backup_timestamp_seconds", "When the last backup ended.",
           last.ended if last else None)  # fmt: skip
     gauge("drengine_last_success_timestamp_seconds", "When the last successful backup ended.",
@@ -41,7 +50,7 @@ def policy_registry(
     gauge("drengine_last_backup_duration_seconds", "How long the last backup took.", duration)
     gauge("drengine_last_backup_bytes_added", "Bytes the last backup added to the repository.",
           float(last.bytes_added) if last and last.bytes_added is not None else None)  # fmt: skip
-    gauge("drengine_snapshots", "Snapshots of the policy in the repository.", len(snapshots))
+    gauge("drengine_snapshots", "Snapshots of the policy in the repository.", snapshot_count)
     gauge("drengine_rpo_age_seconds", "Age of the newest snapshot.",
           (t - newest) if newest is not None else None)  # fmt: skip
     gauge("drengine_rpo_target_seconds", "The policy's RPO target.",

@@ -190,9 +190,8 @@ def run_policy(
 
 def rpo_age(state: StateDB, p: PolicyFile, now: datetime) -> float | None:
     """Seconds since the last successful backup of the policy ended (None: never)."""
-    ok = [r for r in (state.last(p.name, "backup", o) for o in ("success", "partial")) if r]
-    ends = [r.ended for r in ok if r.ended is not None]
-    return now.timestamp() - max(ends) if ends else None
+    end = state.last_success_end(p.name)
+    return now.timestamp() - end if end is not None else None
 
 
 def _rpo_breach(p: PolicyFile, state: StateDB, now: datetime) -> None:
@@ -255,3 +254,30 @@ def _on_failure(p: PolicyFile, error: str) -> None:
         run_hooks("on_failure", list(p.hooks.on_failure), "failure", extra)
     except DrengineError as e:
         log.error("%s", e)
+
+
+def run_policy_job(
+    p: PolicyFile, state: StateDB, job: str, cancel: threading.Event | None = None
+) -> RunResult:
+    """One scheduled job of the daemon: ``backup`` (with retention), ``prune`` or ``check``;
+    recorded in the job history like ``run``'s steps."""
+    if job == "backup":
+        return run_policy(p, state, prune=False, check=False, cancel=cancel)
+    res = RunResult(p.name)
+    jid = state.start(p.name, job)
+    try:
+        repo = open_policy_repository(p)
+        if job == "prune":
+            _prune(repo, res, cancel)
+        else:
+            _check(repo, p, res, cancel)
+    except DrengineError as e:
+        cancelled = isinstance(e, Cancelled)
+        state.finish(jid, "cancelled" if cancelled else "failure", error=str(e))
+        res.failures.append(f"{job}: {e}")
+        if not cancelled:
+            _on_failure(p, str(e))
+            notify.send(p, notify.event(p, "failure", job=job, error=str(e)))
+        return res
+    state.finish(jid, "success")
+    return res

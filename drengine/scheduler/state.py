@@ -99,6 +99,15 @@ class StateDB:
         row = self._db.execute(sql + " ORDER BY started DESC LIMIT 1", args).fetchone()
         return JobRow(*row) if row else None
 
+    def last_success_end(self, policy: str) -> float | None:
+        """When the policy's last successful (or partial) backup ended."""
+        row = self._db.execute(
+            "SELECT MAX(ended) FROM jobs WHERE policy = ? AND job = 'backup' "
+            "AND outcome IN ('success', 'partial')",
+            (policy,),
+        ).fetchone()
+        return float(row[0]) if row and row[0] is not None else None
+
     def history(self, policy: str, limit: int = 100) -> list[JobRow]:
         rows = self._db.execute(
             "SELECT * FROM jobs WHERE policy = ? ORDER BY started DESC LIMIT ?", (policy, limit)
