@@ -27,6 +27,7 @@ import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -36,10 +37,11 @@ from prometheus_client.registry import Collector
 
 from drengine.core.errors import DrengineError, RepositoryLocked, UsageError
 from drengine.policy.load import PolicyInvalid, load_policy
-from drengine.policy.model import PolicyFile
+from drengine.policy.model import PolicyFile, span_seconds
 from drengine.policy.schedule import parse_schedule
+from drengine.scheduler import notify
 from drengine.scheduler.metrics import policy_registry
-from drengine.scheduler.run import open_policy_repository, policy_tag, run_policy_job
+from drengine.scheduler.run import open_policy_repository, policy_tag, rpo_age, run_policy_job
 from drengine.scheduler.state import StateDB
 
 log = logging.getLogger(__name__)
@@ -80,6 +82,7 @@ class Daemon:
         self.repos: dict[str, _Repo] = {}
         self.lock = threading.Lock()
         self.snapshot_counts: dict[str, int] = {}
+        self.breached: set[str] = set()  # policies whose RPO breach was notified
         self.state = StateDB(opts.state)
         self.scheduler = BackgroundScheduler(
             job_defaults={
@@ -197,6 +200,29 @@ class Daemon:
         if kind == "backup" and not self.cancel.is_set():
             self._count_snapshots(p)
 
+    def watch_rpo(self) -> None:
+        now = datetime.now(UTC)
+        with self.lock:
+            policies = list(self.policies.values())
+        for p in policies:
+            if p.targets is None:
+                continue
+            age = rpo_age(self.state, p, now)
+            target = span_seconds(p.targets.rpo)
+            if age is not None and age <= target:
+                self.breached.discard(p.name)
+                continue
+            started = self.state.first_start(p.name)
+            if age is None and (started is None or now.timestamp() - started <= target):
+                continue  # never backed up yet, but not for longer than the target
+            if p.name not in self.breached:
+                self.breached.add(p.name)
+                ago = "never" if age is None else f"{age:.0f} s ago"
+                log.warning("%s: RPO breached: last success %s, target %s", p.name, ago,
+                            p.targets.rpo)  # fmt: skip
+                ev = notify.event(p, "rpo_breach", rpo_age_seconds=age, rpo_target_seconds=target)
+                notify.send(p, ev)
+
     def _count_snapshots(self, p: PolicyFile) -> None:
         try:
             repo = open_policy_repository(p)
@@ -225,6 +251,9 @@ class Daemon:
         signal.signal(signal.SIGHUP, lambda *_: reload.set())
         signal.signal(signal.SIGTERM, lambda *_: self.cancel.set())
         signal.signal(signal.SIGINT, lambda *_: self.cancel.set())
+        # The RPO watchdog: a policy whose backups stopped happening (not only failing) is
+        # noticed too, once per breach.
+        self.scheduler.add_job(self.watch_rpo, "interval", seconds=60, id="rpo-watchdog")
         self.scheduler.start()
         log.info("daemon started with %d policies", len(self.policies))
         while not self.cancel.is_set():
@@ -238,7 +267,8 @@ class Daemon:
     def stop(self) -> int:
         log.info("stopping: the running jobs stop at their next safe point")
         self.cancel.set()
-        self.scheduler.shutdown(wait=False)
+        if self.scheduler.running:
+            self.scheduler.shutdown(wait=False)
         deadline = time.monotonic() + STOP_WITHIN - 2
         for r in list(self.repos.values()):
             r.jobs.put(None)

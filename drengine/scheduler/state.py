@@ -108,6 +108,13 @@ class StateDB:
         ).fetchone()
         return float(row[0]) if row and row[0] is not None else None
 
+    def first_start(self, policy: str) -> float | None:
+        """When the policy's first recorded job started (how long it has been watched)."""
+        row = self._db.execute(
+            "SELECT MIN(started) FROM jobs WHERE policy = ?", (policy,)
+        ).fetchone()
+        return float(row[0]) if row and row[0] is not None else None
+
     def history(self, policy: str, limit: int = 100) -> list[JobRow]:
         rows = self._db.execute(
             "SELECT * FROM jobs WHERE policy = ? ORDER BY started DESC LIMIT ?", (policy, limit)

@@ -175,3 +175,31 @@ def test_run_applies_retention_with_forgets_own_code() -> None:
     from drengine.scheduler import run
 
     assert run.run_forget is retention.run_forget  # the same function, not a copy
+
+
+def test_the_daemon_watchdog_notifies_an_rpo_breach_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import time as _time
+
+    from drengine.scheduler import daemon as dm
+    from drengine.scheduler.state import StateDB
+
+    pol = tmp_path / "pol"
+    pol.mkdir()
+    (pol / "p.yaml").write_text(GOOD + "targets: {rpo: 1h, rto: 1h}\n")
+    sent: list[dict[str, object]] = []
+    monkeypatch.setattr(dm.notify, "send", lambda p, ev: sent.append(ev) or [])
+    d = dm.Daemon(dm.DaemonOptions(pol, tmp_path / "state.sqlite", metrics_address=""))
+    try:
+        assert d.load() == []
+        state = StateDB(tmp_path / "state.sqlite")
+        job = state.start("web1", "backup", now=_time.time() - 3 * 3600)
+        state.finish(job, "success", now=_time.time() - 2 * 3600)  # two hours ago: over 1h
+        d.watch_rpo()
+        d.watch_rpo()
+        assert [e["event"] for e in sent] == ["rpo_breach"]  # once per breach
+        ok = state.start("web1", "backup")
+        state.finish(ok, "success")
+        d.watch_rpo()
+        assert len(sent) == 1 and "web1" not in d.breached
+    finally:
+        d.stop()
