@@ -162,3 +162,49 @@ def test_an_unreachable_webhook_does_not_fail_the_run(cli: CLI, repo: Repo, tmp_
     p.write_text(p.read_text().replace(f"[{src}]", "['block:///dev/drengine-none']"))
     r = _run(cli, tmp_path, str(p), code=13)
     assert "notification not delivered" in r.err
+
+
+def test_operations_in_one_process_match_fresh_processes(cli: CLI, tmp_path: Path) -> None:
+    """The same backups, forgets, prunes and checks, once in one process on one repository
+    object and once as command lines (a fresh process each): the same snapshots result."""
+    import os as _os
+
+    from drengine.crypto.keys import KdfParams
+    from drengine.engine.backup import BackupOptions, run_backup
+    from drengine.engine.check import run_check
+    from drengine.engine.forget import Policy
+    from drengine.engine.prune import run_prune
+    from drengine.engine.retention import ForgetOptions, run_forget
+    from drengine.repository.repo import Repository
+    from drengine.sources.files import FileSource
+    from drengine.storage.local import LocalBackend
+
+    src = tmp_path / "src"
+    src.mkdir()
+    contents = [_os.urandom(3000 + i) for i in range(8)]
+    one = Repository.init(
+        LocalBackend(str(tmp_path / "one")), PASSWORD.encode(), kdf=KdfParams(8 * 1024, 1)
+    )
+    fresh = tmp_path / "fresh"
+    cli("--repo", str(fresh), "init", "--kdf-memory-mib", "8", "--kdf-iterations", "1")
+    for i, data in enumerate(contents):
+        (src / f"file{i % 3}").write_bytes(data)
+        run_backup(one, BackupOptions([FileSource([str(src)])], host="h"))
+        run_forget(one, ForgetOptions(policy=Policy(last=3)))
+        cli("--repo", str(fresh), "backup", "--host", "h", str(src))
+        cli("--repo", str(fresh), "forget", "--keep-last", "3")
+        if i % 3 == 2:
+            run_prune(one, max_unused=0.0)
+            assert run_check(one, 1.0).errors == []
+            cli("--repo", str(fresh), "prune", "--max-unused", "0")
+            cli("--repo", str(fresh), "check", "--read-data")
+
+    def shape(snaps: list[Any]) -> list[tuple[Any, ...]]:
+        return [(tuple(s["paths"]), s["summary"]["files_total"], s["summary"]["bytes_total"])
+                for s in snaps]  # fmt: skip
+
+    in_process = cli("--repo", str(tmp_path / "one"), "snapshots", "--json").json()
+    separate = cli("--repo", str(fresh), "snapshots", "--json").json()
+    assert len(in_process) == 3 and shape(in_process) == shape(separate)
+    for r in (tmp_path / "one", fresh):
+        cli("--repo", str(r), "check", "--read-data")

@@ -177,7 +177,9 @@ def test_run_applies_retention_with_forgets_own_code() -> None:
     assert run.run_forget is retention.run_forget  # the same function, not a copy
 
 
-def test_the_daemon_watchdog_notifies_an_rpo_breach_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_daemon_watchdog_notifies_an_rpo_breach_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     import time as _time
 
     from drengine.scheduler import daemon as dm
