@@ -177,12 +177,12 @@ class PolicyFile(_Strict):
     @field_validator("sources")
     @classmethod
     def _sources(cls, v: list[str]) -> list[str]:
-        from drengine.sources.urls import split_url
+        from drengine.sources.urls import source_from_url
 
         for s in v:
             if "://" in s:
                 try:
-                    split_url(s)
+                    source_from_url(s)  # parses it fully; connects to nothing
                 except UsageError as e:
                     raise ValueError(str(e)) from None
             elif not s.startswith("/"):

@@ -64,6 +64,8 @@ BAD = [
     (GOOD.replace("sources: [/etc]", "sources: [etc]"), "4: sources: 'etc': a path must be absolute (or a source URL)"),
     (GOOD.replace("sources: [/etc]", "sources: ['ftp://x/y']"), "4: sources: 'ftp://x/y': unknown source kind 'ftp'"),
     (GOOD.replace("sources: [/etc]", "sources: ['postgresql://u:pw@db/app']"), "visible to every user in ps"),
+    (GOOD.replace("sources: [/etc]", "sources: ['mysql://db1/']"), "4: sources: mysql://db1/: name the database to back up"),
+    (GOOD.replace("sources: [/etc]", "sources: ['sqlite://relative.db']"), "4: sources: sqlite://relative.db: write sqlite:///ABSOLUTE/PATH"),
     (GOOD.replace("sources: [/etc]", "sources: []"), "4: sources: must be a list of at least one"),
     (GOOD.replace("name: web1", "name: web one"), "1: name: 'web one' is not allowed here (expected letters, digits"),
     (GOOD.replace("repository: /srv/backup/repo\n", ""), "1: repository: missing (required)"),
