@@ -141,8 +141,9 @@ def test_second_dump_after_a_small_change_adds_little(repo: Repo, pg: PgCluster)
     second = repo.backup("--source", pg.url("bench"), env_extra=pg.env())
     assert second["bytes_total"] > 100_000_000
     # Chunks of about 1 MiB change where the rows left and where they landed (the end of
-    # the table), plus the dump's header: a few MiB of a hundred.
-    assert second["bytes_new"] < 0.12 * second["bytes_total"], (first, second)
+    # the table), plus the dump's header: 10-13% measured (where the new row versions
+    # land varies); a dump that did not deduplicate would add 100%.
+    assert second["bytes_new"] < 0.2 * second["bytes_total"], (first, second)
 
 
 def test_cluster_backup_has_every_database_and_globals(
