@@ -23,7 +23,7 @@ import stat
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
-from urllib.parse import SplitResult, unquote
+from urllib.parse import SplitResult
 
 from drengine.core.errors import RestoreError, SourceFailed, UsageError
 from drengine.sources.base import (
@@ -37,17 +37,13 @@ from drengine.sources.base import (
     stored_entries,
 )
 from drengine.sources.command import stream_node
+from drengine.sources.urls import local_path
 
 _READ = 8 << 20  # large sequential reads: devices and images are read at streaming speed
 
 
 def device_path(u: SplitResult) -> str:
-    if u.netloc or u.query:
-        raise UsageError(f"{u.geturl()}: write block:///ABSOLUTE/PATH (three slashes)")
-    path = unquote(u.path)
-    if not path.startswith("/") or path == "/":
-        raise UsageError(f"{u.geturl()}: the device or image path must be absolute")
-    return os.path.normpath(path)
+    return local_path(u, "the device or image path")
 
 
 def _open_device(path: str, flags: int) -> tuple[int, int, str]:

@@ -9,16 +9,21 @@ with ``--defaults-extra-file`` (mode 0600, removed afterwards), never an argumen
 
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import SplitResult, parse_qs, unquote
 
 from drengine.core.errors import SourceFailed, UsageError
 from drengine.sources.pg_session import url_host
+from drengine.sources.sql_client import (
+    END,
+    SqlClient,
+    private_file,
+    read_password_file,
+    remove_private,
+)
 from drengine.sources.urls import redact
 
 _PARAMS = {"password_file", "socket", "host", "port", "user"}
@@ -84,26 +89,14 @@ class MyTarget:
 
     def _option_file(self) -> Path:
         if self._tmp is None:
-            try:
-                password = Path(self.password_file).read_text().splitlines()[0]
-            except (OSError, IndexError, UnicodeDecodeError) as e:
-                why = e.strerror if isinstance(e, OSError) else "it is empty or not text"
-                raise UsageError(
-                    f"cannot read the password file {self.password_file}: {why}"
-                ) from None
-            d = Path(tempfile.mkdtemp(prefix="drengine-my-"))
-            p = d / "client.cnf"
-            fd = os.open(p, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            password = read_password_file(self.password_file)
             escaped = password.replace("\\", "\\\\").replace('"', '\\"')
-            with os.fdopen(fd, "w") as f:
-                f.write(f'[client]\npassword="{escaped}"\n')
-            self._tmp = p
+            self._tmp = private_file("client.cnf", f'[client]\npassword="{escaped}"\n')
         return self._tmp
 
     def cleanup(self) -> None:
-        if self._tmp is not None:
-            shutil.rmtree(self._tmp.parent, ignore_errors=True)
-            self._tmp = None
+        remove_private(self._tmp)
+        self._tmp = None
 
 
 def tool(*names: str) -> str:
@@ -122,14 +115,8 @@ def tool_version(path: str) -> str:
     return out.stdout.strip()
 
 
-class MyError(SourceFailed):
-    pass
-
-
-class MyClient:
-    """A ``mariadb`` client driven through its standard input, one statement at a time."""
-
-    _END = "--drengine-end--"
+class MyClient(SqlClient):
+    """A ``mariadb`` client in batch mode (the first error ends it)."""
 
     def __init__(self, target: MyTarget, database: str | None = None) -> None:
         self.target = target
@@ -138,54 +125,14 @@ class MyClient:
         db = target.database if database is None else database
         if db:
             argv.append(f"--database={db}")
-        self._proc = subprocess.Popen(
-            argv,
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-            encoding="utf-8",
-            errors="surrogateescape",
-            start_new_session=True,
-        )
+        super().__init__(argv, None, f"MariaDB/MySQL at {target.where()}")
 
-    def query(self, sql: str) -> list[list[str]]:
-        p = self._proc
-        assert p.stdin is not None and p.stdout is not None
-        try:
-            p.stdin.write(sql.rstrip().rstrip(";") + f";\nSELECT '{self._END}';\n")
-            p.stdin.flush()
-        except BrokenPipeError:
-            raise self._failed() from None
-        rows: list[list[str]] = []
-        for line in p.stdout:
-            line = line.rstrip("\n")
-            if line == self._END:
-                return rows
-            rows.append(line.split("\t"))
-        raise self._failed()
+    def _statement(self, sql: str) -> str:
+        return f"{sql};\nSELECT '{END}';\n"
 
-    def _failed(self) -> MyError:
-        p = self._proc
-        p.wait()
-        err = p.stderr.read().strip() if p.stderr else ""
-        lines = [ln.strip() for ln in err.splitlines() if ln.strip()]
-        msg = " / ".join(lines[-2:]) or "the client failed"
-        return MyError(f"MariaDB/MySQL at {self.target.where()}: {msg}")
 
-    def close(self) -> None:
-        p = self._proc
-        if p.poll() is None:
-            try:
-                assert p.stdin is not None
-                p.stdin.close()
-                p.wait(timeout=30)
-            except (OSError, subprocess.TimeoutExpired):
-                p.kill()
-                p.wait()
-        for f in (p.stdout, p.stderr):
-            if f is not None:
-                f.close()
+# Raised by a session whose statement failed.
+MyError = SourceFailed
 
 
 def quote_ident(name: str) -> str:

@@ -22,6 +22,7 @@ from drengine.sources.base import ChunksOf, LoadOptions
 from drengine.sources.my_session import MyClient, MyTarget, quote_ident, quote_literal, tool
 from drengine.sources.mysql import describe_database
 from drengine.sources.process import feed
+from drengine.sources.sql_client import compare_restored
 
 
 def restore_mysql(
@@ -138,17 +139,4 @@ def _compare(target: MyTarget, name: str, part: dict[str, Any]) -> dict[str, Any
         now = describe_database(c, name)
     finally:
         c.close()
-    recorded = part.get("tables", {})
-    wrong = {t: (n, now["tables"].get(t)) for t, n in recorded.items() if now["tables"].get(t) != n}
-    if wrong:
-        t, (want, got) = next(iter(wrong.items()))
-        raise RestoreError(
-            f"database {name!r} was restored, but {len(wrong)} tables do not hold the rows "
-            f"recorded at backup (first: {t} has {got}, recorded {want})"
-        )
-    return {
-        "database": name,
-        "tables": len(recorded),
-        "rows": sum(recorded.values()),
-        "schema_matches": now["schema_fingerprint"] == part.get("schema_fingerprint"),
-    }
+    return compare_restored(name, part, now)

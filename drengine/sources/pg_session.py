@@ -13,12 +13,18 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import SplitResult, parse_qs, unquote
 
 from drengine.core.errors import SourceFailed, UsageError
+from drengine.sources.sql_client import (
+    END,
+    SqlClient,
+    private_file,
+    read_password_file,
+    remove_private,
+)
 from drengine.sources.urls import redact
 
 _PARAMS = {"password_file", "globals", "sslmode", "service", "host", "port", "user"}
@@ -90,26 +96,14 @@ class PgTarget:
 
     def _passfile(self) -> Path:
         if self._tmp is None:
-            try:
-                password = Path(self.password_file).read_text().splitlines()[0]
-            except (OSError, IndexError, UnicodeDecodeError) as e:
-                why = e.strerror if isinstance(e, OSError) else "it is empty or not text"
-                raise UsageError(
-                    f"cannot read the password file {self.password_file}: {why}"
-                ) from None
-            d = Path(tempfile.mkdtemp(prefix="drengine-pg-"))  # 0700
+            password = read_password_file(self.password_file)
             escaped = password.replace("\\", "\\\\").replace(":", "\\:")
-            p = d / "pgpass"
-            fd = os.open(p, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            with os.fdopen(fd, "w") as f:
-                f.write(f"*:*:*:*:{escaped}\n")
-            self._tmp = p
+            self._tmp = private_file("pgpass", f"*:*:*:*:{escaped}\n")
         return self._tmp
 
     def cleanup(self) -> None:
-        if self._tmp is not None:
-            shutil.rmtree(self._tmp.parent, ignore_errors=True)
-            self._tmp = None
+        remove_private(self._tmp)
+        self._tmp = None
 
 
 def url_host(u: SplitResult) -> str:
@@ -148,72 +142,28 @@ def tool_version(path: str) -> str:
     return out.stdout.strip()
 
 
-class PsqlError(SourceFailed):
-    pass
-
-
-class Psql:
-    """A ``psql`` process driven through its standard input, one query at a time.
+class Psql(SqlClient):
+    """A ``psql`` session (``-v ON_ERROR_STOP=1``: the first error ends it).
 
     One session keeps one transaction open while ``pg_dump`` reads the snapshot it exported,
     so that what is recorded (row counts, schema fingerprint) describes the same data."""
 
-    _END = "--drengine-end--"
-
     def __init__(self, target: PgTarget, database: str | None = None) -> None:
         self.target = target
-        self._proc = subprocess.Popen(
+        super().__init__(
             [tool("psql"), "-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-F", "\t"],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            env=target.env(database),
-            text=True,
-            encoding="utf-8",
-            errors="surrogateescape",
-            start_new_session=True,
+            target.env(database),
+            f"PostgreSQL at {target.where()}",
         )
 
-    def query(self, sql: str) -> list[list[str]]:
-        """Rows of ``sql`` (one statement), as text fields; ``PsqlError`` with the server's
-        message when it fails or the connection cannot be made."""
-        p = self._proc
-        assert p.stdin is not None and p.stdout is not None
-        try:
-            p.stdin.write(sql.rstrip().rstrip(";") + ";\n\\echo " + self._END + "\n")
-            p.stdin.flush()
-        except BrokenPipeError:
-            raise self._failed() from None
-        rows: list[list[str]] = []
-        for line in p.stdout:
-            line = line.rstrip("\n")
-            if line == self._END:
-                return rows
-            if line:
-                rows.append(line.split("\t"))
-        raise self._failed()
+    def _statement(self, sql: str) -> str:
+        return f"{sql};\n\\echo {END}\n"
 
-    def _failed(self) -> PsqlError:
-        p = self._proc
-        p.wait()
-        err = p.stderr.read().strip() if p.stderr else ""
-        err = " / ".join(ln.removeprefix("psql: ").strip() for ln in err.splitlines()[-3:])
-        return PsqlError(f"PostgreSQL at {self.target.where()}: {err or 'psql failed'}")
+    def _message(self, stderr_lines: list[str]) -> str:
+        return " / ".join(ln.removeprefix("psql: ") for ln in stderr_lines[-3:])
 
-    def close(self) -> None:
-        p = self._proc
-        if p.poll() is None:
-            try:
-                assert p.stdin is not None
-                p.stdin.write("\\q\n")
-                p.stdin.close()
-                p.wait(timeout=30)
-            except (OSError, subprocess.TimeoutExpired):
-                p.kill()
-                p.wait()
-        for f in (p.stdout, p.stderr):
-            if f is not None:
-                f.close()
+    def _quit(self) -> str:
+        return "\\q\n"
 
 
 def quote_ident(name: str) -> str:

@@ -24,6 +24,7 @@ from drengine.sources.base import ChunksOf, LoadOptions
 from drengine.sources.pg_session import PgTarget, Psql, quote_ident, quote_literal, tool
 from drengine.sources.postgres import describe_database
 from drengine.sources.process import feed
+from drengine.sources.sql_client import compare_restored
 
 _USER_OBJECTS_SQL = """
 SELECT count(*) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
@@ -189,20 +190,7 @@ def _compare(target: PgTarget, name: str, record: dict[str, Any]) -> dict[str, A
         now = describe_database(s)
     finally:
         s.close()
-    recorded = record.get("tables", {})
-    wrong = {t: (n, now["tables"].get(t)) for t, n in recorded.items() if now["tables"].get(t) != n}
-    if wrong:
-        t, (want, got) = next(iter(wrong.items()))
-        raise RestoreError(
-            f"database {name!r} was restored, but {len(wrong)} tables do not hold the rows "
-            f"recorded at backup (first: {t} has {got}, recorded {want})"
-        )
-    return {
-        "database": name,
-        "tables": len(recorded),
-        "rows": sum(recorded.values()),
-        "schema_matches": now["schema_fingerprint"] == record.get("schema_fingerprint"),
-    }
+    return compare_restored(name, record, now)
 
 
 __all__ = ["restore_databases"]

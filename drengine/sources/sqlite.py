@@ -17,7 +17,7 @@ import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
-from urllib.parse import SplitResult, unquote
+from urllib.parse import SplitResult
 
 from drengine.core.errors import SourceFailed, UsageError
 from drengine.sources.base import (
@@ -31,18 +31,14 @@ from drengine.sources.base import (
     stored_entries,
 )
 from drengine.sources.command import stream_node
+from drengine.sources.urls import local_path
 
 _BUFFER = 1 << 20
 _BUSY_MS = 60_000  # a writer holding the lock for a minute: give up with a message
 
 
 def db_path(u: SplitResult) -> str:
-    if u.netloc or u.query:
-        raise UsageError(f"{u.geturl()}: write sqlite:///ABSOLUTE/PATH (three slashes, no options)")
-    path = unquote(u.path)
-    if not path.startswith("/") or path == "/":
-        raise UsageError(f"{u.geturl()}: the database path must be absolute")
-    return os.path.normpath(path)
+    return local_path(u, "the database path")
 
 
 def describe(conn: sqlite3.Connection) -> dict[str, Any]:
@@ -91,7 +87,7 @@ class _Lines:
             if not self._buf:
                 return 0
         n = min(len(b), len(self._buf) - self._pos)
-        b[:n] = self._buf[self._pos : self._pos + n]
+        b[:n] = memoryview(self._buf)[self._pos : self._pos + n]  # no copy of the slice
         self._pos += n
         return n
 

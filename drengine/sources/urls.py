@@ -8,9 +8,10 @@ or ``?password_file=`` keep it private.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from typing import Any
-from urllib.parse import SplitResult, urlsplit
+from urllib.parse import SplitResult, unquote, urlsplit
 
 from drengine.core.errors import UsageError
 from drengine.sources.base import ChunksOf, LoadOptions, Source
@@ -49,6 +50,18 @@ def redact(url: str) -> str:
         return u._replace(netloc=netloc).geturl()
     except ValueError:
         return "<source URL>"
+
+
+def local_path(u: SplitResult, what: str) -> str:
+    """The absolute path of ``sqlite:///PATH`` or ``block:///PATH``, normalised."""
+    if u.netloc or u.query:
+        raise UsageError(
+            f"{u.geturl()}: write {u.scheme}:///ABSOLUTE/PATH (three slashes, no options)"
+        )
+    path = unquote(u.path)
+    if not path.startswith("/") or path == "/":
+        raise UsageError(f"{u.geturl()}: {what} must be absolute")
+    return os.path.normpath(path)
 
 
 def source_from_url(url: str) -> Source:
