@@ -47,9 +47,11 @@ def test_image_change_in_one_place_adds_little_and_restores_identical(
         f.seek(100 * MiB + 1234)
         f.write(os.urandom(MiB))
     second = repo.backup("--source", f"block://{img}")
-    assert second["bytes_new"] < 8 * MiB, (
-        second
-    )  # the chunks around the change, and the zeros after
+    # What the repository grows by: the chunks around the change (up to 4 MiB each) and the
+    # first zero chunk after them, compressed. Before compression the new chunks may reach
+    # about 13 MiB, by where the boundaries fall in the random data.
+    assert second["bytes_stored"] < 8 * MiB, second
+    assert second["bytes_new"] < 16 * MiB, second
     target = tmp_path / "restored"
     repo.restore("latest", target)
     out = target / "block" / str(img).lstrip("/")
