@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import time
 
 import typer
 
@@ -11,9 +10,12 @@ from drengine.cli.main import app
 from drengine.cli.render import err_console, human_bytes, print_json, show_progress
 from drengine.cli.state import open_repository
 from drengine.core.errors import RestoreError, UsageError
+from drengine.core.model import Snapshot
+from drengine.core.phases import Phases
 from drengine.core.progress import Progress
 from drengine.engine.restore import RestoreResult, run_restore
 from drengine.engine.restore_to import finish_restored, run_restore_to
+from drengine.repository.repo import Repository
 from drengine.sources.base import LoadOptions
 from drengine.sources.urls import redact, split_url
 
@@ -24,7 +26,7 @@ def _problems(items: list[dict[str, str]], key: str) -> list[dict[str, str]]:
     return [{**text_fields("path", os.fsencode(i["path"])), key: i[key]} for i in items]
 
 
-def _summary(snap_id: str, target: str, result: RestoreResult) -> dict[str, object]:
+def _summary(snap_id: str, target: str, result: RestoreResult, phases: Phases) -> dict[str, object]:
     return {
         "snapshot_id": snap_id,
         "short_id": snap_id[:8],
@@ -34,18 +36,25 @@ def _summary(snap_id: str, target: str, result: RestoreResult) -> dict[str, obje
         "bytes": result.bytes,
         "errors": _problems(result.errors, "error"),
         "warnings": _problems(result.warnings, "warning"),
+        "phases": phases.to_json(),
+        "duration_seconds": round(phases.elapsed(), 3),
     }
+
+
+def _open(snapshot: str, phases: Phases) -> tuple[Repository, Snapshot]:
+    with phases.span("open"):
+        repo = open_repository()
+        return repo, repo.find_snapshot(snapshot)
 
 
 def _restore_to(snapshot: str, url: str, opts: LoadOptions, json_out: bool) -> None:
     split_url(url)  # a malformed URL costs no password
-    repo = open_repository()
-    snap = repo.find_snapshot(snapshot)
-    started = time.monotonic()
+    repo, snap = _open(snapshot, opts.phases)
     loaded = run_restore_to(repo, snap, url, opts)
     if json_out:
         print_json({"snapshot_id": snap.id, "to": redact(url), "loaded": loaded,
-                    "duration_seconds": round(time.monotonic() - started, 3)})  # fmt: skip
+                    "phases": opts.phases.to_json(),
+                    "duration_seconds": round(opts.phases.elapsed(), 3)})  # fmt: skip
         return
     for d in loaded:
         if "device" in d:
@@ -89,20 +98,22 @@ def restore(
     json_out: bool = typer.Option(False, "--json", help="Print a JSON summary."),
 ) -> None:
     """Restore a snapshot into a directory (verifying every file), or a dump into a server."""
+    phases = Phases()  # the same phases a drill measures (docs/drills.md)
     if to:
-        _restore_to(snapshot, to, LoadOptions(jobs, clean, no_owner, confirm_device), json_out)
+        opts = LoadOptions(jobs, clean, no_owner, confirm_device, phases=phases)
+        _restore_to(snapshot, to, opts, json_out)
         return
     if not target:
         raise UsageError("restore needs --target DIR or --to URL")
-    repo = open_repository()
-    snap = repo.find_snapshot(snapshot)
-    repo.load_index()
+    repo, snap = _open(snapshot, phases)
+    with phases.span("index"):
+        repo.load_index()
     progress = Progress()
     with show_progress(progress, enabled=not json_out):
-        result = run_restore(repo, snap, target, include, progress)
-    rebuilt = finish_restored(snap, target)
+        result = run_restore(repo, snap, target, include, progress, phases)
+    rebuilt = finish_restored(snap, target, phases)
     if json_out:
-        print_json({**_summary(snap.id, target, result), "rebuilt": rebuilt})
+        print_json({**_summary(snap.id, target, result, phases), "rebuilt": rebuilt})
     else:
         for err in result.errors:
             err_console.print(f"error: {err['path']}: {err['error']}", markup=False)

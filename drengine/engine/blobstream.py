@@ -6,6 +6,7 @@ from collections import deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 
+from drengine.core.phases import NO_PHASES, Phases
 from drengine.repository.repo import Repository
 
 _AHEAD = 8
@@ -20,6 +21,7 @@ def blob_stream(
     ids: list[bytes],
     pool: ThreadPoolExecutor | None,
     sink: Sink | None = None,
+    phases: Phases = NO_PHASES,
 ) -> Iterator[bytes]:
     """Verified plaintext of each blob of ``ids``, in order.
 
@@ -28,7 +30,7 @@ def blob_stream(
     """
 
     def fetch(bid: bytes, offset: int) -> bytes:
-        data = repo.read_blob(bid)
+        data = repo.read_blob(bid, phases)
         if sink is not None:
             sink(offset, data)
         return data

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 
 from drengine.core.errors import Cancelled, DrengineError
 from drengine.core.model import Node
+from drengine.core.phases import NO_PHASES, Phases
 from drengine.engine.reachability import referenced_blobs
 from drengine.repository import layout
 from drengine.repository.index import IndexEntry
@@ -46,8 +47,11 @@ def run_check(
     say: Callable[[str], None] = lambda _m: None,
     seed: int | None = None,
     cancel: threading.Event | None = None,
+    phases: Phases = NO_PHASES,
 ) -> CheckResult:
-    """``cancel`` stops the check at its next phase or pack read (``Cancelled``)."""
+    """``cancel`` stops the check at its next phase or pack read (``Cancelled``);
+    ``phases`` receives the timings of index loading, structure checks (verify), pack reads
+    (fetch) and blob decryption (decrypt)."""
 
     def stop_if_cancelled() -> None:
         if cancel is not None and cancel.is_set():
@@ -58,7 +62,7 @@ def run_check(
         say(message)
 
     with locked(repo, exclusive=False, operation="check"):
-        return _run_check(repo, read_fraction, phase, seed, stop_if_cancelled)
+        return _run_check(repo, read_fraction, phase, seed, stop_if_cancelled, phases)
 
 
 def _run_check(
@@ -66,11 +70,40 @@ def _run_check(
     read_fraction: float,
     say: Callable[[str], None],
     seed: int | None,
-    stop_if_cancelled: Callable[[], None] = lambda: None,
+    stop_if_cancelled: Callable[[], None],
+    phases: Phases,
 ) -> CheckResult:
     res = CheckResult()
     say("loading indexes")
-    repo.load_index()
+    with phases.span("index"):
+        repo.load_index()
+    with phases.span("verify"):
+        by_pack, stored = _check_structure(repo, res, say)
+
+    if read_fraction > 0:
+        packs = sorted(p for p in by_pack if p in stored)
+        if read_fraction < 1:
+            rng = random.Random(seed)
+            packs = rng.sample(packs, max(1, round(len(packs) * read_fraction))) if packs else []
+        say(f"reading {len(packs)} packs")
+        with ThreadPoolExecutor(3, thread_name_prefix="check") as pool:
+
+            def read(p: bytes) -> tuple[list[str], int]:
+                stop_if_cancelled()
+                return _read_pack(repo, p, by_pack[p], phases)
+
+            for errors, nblobs in pool.map(read, packs):
+                res.errors.extend(errors)
+                res.packs_read += 1
+                res.blobs_read += nblobs
+    return res
+
+
+def _check_structure(
+    repo: Repository, res: CheckResult, say: Callable[[str], None]
+) -> tuple[dict[bytes, list[tuple[bytes, IndexEntry]]], dict[bytes, int]]:
+    """Everything but reading the packs' data; the indexed blobs by pack, and the packs
+    stored (ID -> size)."""
     for name in repo.damaged_index_objects():
         res.errors.append(f"{name}: {repo.damaged[name]} (drengine repair index rebuilds it)")
     by_pack: dict[bytes, list[tuple[bytes, IndexEntry]]] = defaultdict(list)
@@ -104,24 +137,7 @@ def _run_check(
     for name, why in sorted(repo.strays.found.items()):
         if name not in misplaced:
             res.errors.append(f"{name}: {why}")
-
-    if read_fraction > 0:
-        packs = sorted(p for p in by_pack if p in stored)
-        if read_fraction < 1:
-            rng = random.Random(seed)
-            packs = rng.sample(packs, max(1, round(len(packs) * read_fraction))) if packs else []
-        say(f"reading {len(packs)} packs")
-        with ThreadPoolExecutor(3, thread_name_prefix="check") as pool:
-
-            def read(p: bytes) -> tuple[list[str], int]:
-                stop_if_cancelled()
-                return _read_pack(repo, p, by_pack[p])
-
-            for errors, nblobs in pool.map(read, packs):
-                res.errors.extend(errors)
-                res.packs_read += 1
-                res.blobs_read += nblobs
-    return res
+    return by_pack, stored
 
 
 def _check_trees(repo: Repository, res: CheckResult) -> None:
@@ -181,13 +197,21 @@ def _check_locks_and_leftovers(repo: Repository, res: CheckResult) -> None:
 
 
 def _read_pack(
-    repo: Repository, pack_id: bytes, blobs: list[tuple[bytes, IndexEntry]]
+    repo: Repository, pack_id: bytes, blobs: list[tuple[bytes, IndexEntry]], phases: Phases
 ) -> tuple[list[str], int]:
     name = pack_id.hex()
     try:
-        data = repo.read_pack(pack_id)
+        with phases.span("fetch"):
+            data = repo.read_pack(pack_id)
     except DrengineError as e:
         return [f"pack {name}: {e}"], 0
+    with phases.span("decrypt"):
+        return _open_pack(repo, name, data, blobs)
+
+
+def _open_pack(
+    repo: Repository, name: str, data: bytes, blobs: list[tuple[bytes, IndexEntry]]
+) -> tuple[list[str], int]:
     if layout.object_id(data) != name:
         return [f"pack {name} does not match its hash (damaged in storage)"], 0
     errors: list[str] = []

@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 
 from drengine.core.errors import RestoreError
 from drengine.core.model import Snapshot
+from drengine.core.phases import NO_PHASES, Phases
 from drengine.core.progress import Progress
 from drengine.engine.restore_batches import pack_batches
 from drengine.engine.restore_dirs import ROOT, DirFds, NotADirectory, default_limit
@@ -58,9 +59,15 @@ class RestoreResult:
 
 class Restorer:
     def __init__(
-        self, repo: Repository, target: str, includes: list[str], progress: Progress
+        self,
+        repo: Repository,
+        target: str,
+        includes: list[str],
+        progress: Progress,
+        phases: Phases = NO_PHASES,
     ) -> None:
         self.repo = repo
+        self.phases = phases
         self.target = os.path.abspath(os.fsencode(target))
         self.includes = [split_path(p) for p in includes]
         self.progress = progress
@@ -81,21 +88,24 @@ class Restorer:
             )
 
     def run(self, snap: Snapshot) -> RestoreResult:
-        trees = TreeCache(self.repo)
-        check_expansion(trees, self._roots(snap, trees), f"snapshot {snap.id[:8]}")
-        plan = build_plan(trees, snap.tree, self.includes, self.error)
+        with self.phases.span("plan"):
+            trees = TreeCache(self.repo)
+            check_expansion(trees, self._roots(snap, trees), f"snapshot {snap.id[:8]}")
+            plan = build_plan(trees, snap.tree, self.includes, self.error)
         root_fd = self._open_target()
         names = [d.name for d in plan.dirs]
         dirs = DirFds(root_fd, [d.parent for d in plan.dirs], names, default_limit())
         try:
-            blocked = self._make_dirs(plan, dirs)
+            with self.phases.span("write"):
+                blocked = self._make_dirs(plan, dirs)
             files, links = self._link_groups(plan, blocked)
             self._write_files(plan, dirs, files)
-            for entry, first in links:
-                self._hard_link(plan, dirs, entry, first)
-            for entry in plan.specials:
-                self._special(plan, dirs, blocked, entry)
-            self._dir_metadata(plan, dirs, blocked)
+            with self.phases.span("write"):
+                for entry, first in links:
+                    self._hard_link(plan, dirs, entry, first)
+                for entry in plan.specials:
+                    self._special(plan, dirs, blocked, entry)
+                self._dir_metadata(plan, dirs, blocked)
         finally:
             dirs.close()
             os.close(root_fd)
@@ -182,7 +192,10 @@ class Restorer:
         def fail(entry: Entry, msg: str) -> None:
             self.error(plan.path(entry), msg)
 
-        writer = FileWriter(self.repo, dirs, self.temp, self.progress, fail, is_root=self.is_root)
+        writer = FileWriter(
+            self.repo, dirs, self.temp, self.progress, fail, is_root=self.is_root,
+            phases=self.phases,
+        )  # fmt: skip
         # Files of one blob are restored in batches: one ranged read of a pack serves many
         # (and the files of one directory mostly share a pack). Larger files stream their
         # blobs with prefetch and parallel writes.
@@ -304,9 +317,13 @@ def run_restore(
     target: str,
     includes: list[str] | None = None,
     progress: Progress | None = None,
+    phases: Phases = NO_PHASES,
 ) -> RestoreResult:
-    """Restore all it can; entries that failed are listed in ``errors``, never left wrong."""
+    """Restore all it can; entries that failed are listed in ``errors``, never left wrong.
+    ``phases`` receives the timings of planning, fetching, decrypting, writing and
+    verifying."""
     for path in includes or []:
         find_node(repo, snap, path)  # a typo must not look like a successful empty restore
     with locked(repo, exclusive=False, operation="restore"):  # prune must not run meanwhile
-        return Restorer(repo, target, includes or [], progress or Progress()).run(snap)
+        restorer = Restorer(repo, target, includes or [], progress or Progress(), phases)
+        return restorer.run(snap)

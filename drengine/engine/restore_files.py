@@ -19,6 +19,7 @@ import blake3
 
 from drengine.core.errors import DrengineError, IntegrityError
 from drengine.core.model import Node
+from drengine.core.phases import NO_PHASES, Phases
 from drengine.core.progress import Progress
 from drengine.engine.blobstream import blob_stream
 from drengine.engine.restore_batches import Batch
@@ -65,6 +66,7 @@ class FileWriter:
         fail: Fail,
         *,
         is_root: bool,
+        phases: Phases = NO_PHASES,
     ) -> None:
         self.repo = repo
         self.dirs = dirs
@@ -72,21 +74,23 @@ class FileWriter:
         self.progress = progress
         self.fail = fail
         self.is_root = is_root
+        self.phases = phases
 
     def write_batch(self, batch: Batch[Entry]) -> None:
         """One ranged read of a pack, then every one-blob file whose blob lies in it. A
         blob that does not read from this copy is read alone (there may be another)."""
         try:
-            buf = memoryview(
-                self.repo.read_pack(batch.pack_id, batch.start, batch.end - batch.start)
-            )
+            with self.phases.span("fetch"):
+                buf = memoryview(
+                    self.repo.read_pack(batch.pack_id, batch.start, batch.end - batch.start)
+                )
         except DrengineError:
             buf = None
         for entry, node, ie in batch.items:
             data = None
             if buf is not None:
                 rel = ie.offset - batch.start
-                with contextlib.suppress(DrengineError):
+                with contextlib.suppress(DrengineError), self.phases.span("decrypt"):
                     data = self.repo.open_blob(node.content[0], ie, buf[rel : rel + ie.length])
             self.write(entry, None, data)
 
@@ -110,16 +114,19 @@ class FileWriter:
         step = "cannot create file"
         tmp = b""
         fd = -1
+        span = self.phases.span
         try:
-            tmp, fd = self._create(dir_fd)
+            with span("write"):
+                tmp, fd = self._create(dir_fd)
             step = "cannot write file"
             self._content(fd, entry.node, fetch, data)
             step = "cannot set metadata"
-            apply_metadata_fd(fd, entry.node, is_root=self.is_root)
-            os.close(fd)
-            fd = -1
-            step = "cannot move the verified file into place"
-            os.replace(tmp, entry.name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
+            with span("write"):
+                apply_metadata_fd(fd, entry.node, is_root=self.is_root)
+                os.close(fd)
+                fd = -1
+                step = "cannot move the verified file into place"
+                os.replace(tmp, entry.name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
             tmp = b""
         except ENTRY_ERRORS as e:
             self.fail(entry, reason(e) if isinstance(e, DrengineError) else f"{step}: {reason(e)}")
@@ -149,9 +156,12 @@ class FileWriter:
     ) -> None:
         """Write and verify the content; ``IntegrityError`` if it is not the snapshot's."""
 
+        span = self.phases.span
+
         def sink(offset: int, blob: bytes) -> None:
             if not (node.sparse and _is_zero(blob)):
-                write_at(fd, blob, offset)  # holes of a new file read as zeros
+                with span("write"):
+                    write_at(fd, blob, offset)  # holes of a new file read as zeros
 
         hasher = blake3.blake3()
         pos = 0
@@ -159,15 +169,17 @@ class FileWriter:
             sink(0, data)
             blobs = iter([data])
         else:
-            blobs = blob_stream(self.repo, node.content, fetch, sink)
+            blobs = blob_stream(self.repo, node.content, fetch, sink, self.phases)
         for blob in blobs:
-            hasher.update(blob)
+            with span("verify"):
+                hasher.update(blob)
             pos += len(blob)
             self.progress.add_bytes(len(blob))
         if pos != node.size or hasher.digest() != node.content_hash:
             raise IntegrityError("restored content does not match the snapshot's content hash")
-        if node.sparse:
-            os.ftruncate(fd, pos)  # a hole at the end was never written
-        size = os.fstat(fd).st_size
+        with span("write"):
+            if node.sparse:
+                os.ftruncate(fd, pos)  # a hole at the end was never written
+            size = os.fstat(fd).st_size
         if size != node.size:
             raise IntegrityError(f"the file holds {size} bytes after writing, not {node.size}")

@@ -20,16 +20,20 @@ import blake3
 
 from drengine.core.errors import IntegrityError, UsageError
 from drengine.core.model import Snapshot
+from drengine.core.phases import NO_PHASES, Phases
 from drengine.engine.blobstream import blob_stream
 from drengine.engine.tree_paths import find_node
 from drengine.repository.locks import locked
 from drengine.repository.repo import Repository
+from drengine.sources.base import LoadOptions
 from drengine.sources.urls import finisher, loader, split_url
 
 log = logging.getLogger(__name__)
 
 
-def verified_chunks(repo: Repository, snap: Snapshot, path: str) -> Iterator[bytes]:
+def verified_chunks(
+    repo: Repository, snap: Snapshot, path: str, phases: Phases = NO_PHASES
+) -> Iterator[bytes]:
     """The content of the file at ``path``, blob by blob; the last blob only once the whole
     stream matches its hashes (``IntegrityError`` otherwise)."""
     node = find_node(repo, snap, path)
@@ -45,9 +49,10 @@ def verified_chunks(repo: Repository, snap: Snapshot, path: str) -> Iterator[byt
     size = 0
     held: bytes | None = None
     with ThreadPoolExecutor(4, thread_name_prefix="fetch") as pool:
-        for data in blob_stream(repo, node.content, pool):
-            b3.update(data)
-            sha.update(data)
+        for data in blob_stream(repo, node.content, pool, phases=phases):
+            with phases.span("verify"):
+                b3.update(data)
+                sha.update(data)
             size += len(data)
             if held is not None:
                 yield held
@@ -61,25 +66,37 @@ def verified_chunks(repo: Repository, snap: Snapshot, path: str) -> Iterator[byt
 
 
 def run_restore_to(
-    repo: Repository, snap: Snapshot, url: str, options: Any
+    repo: Repository, snap: Snapshot, url: str, options: LoadOptions
 ) -> list[dict[str, Any]]:
+    split_url(url)
+    with locked(repo, exclusive=False, operation="restore"):
+        with options.phases.span("index"):
+            repo.load_index()
+        return load_to(repo, snap, url, options)
+
+
+def load_to(
+    repo: Repository, snap: Snapshot, url: str, options: LoadOptions
+) -> list[dict[str, Any]]:
+    """``run_restore_to`` for a caller that holds a lock and loaded the index (a drill)."""
     u = split_url(url)
     kind, restore = loader(u.scheme)
     part = next((p for p in snap.parts if p.get("kind") == kind), None)
     if part is None:
         held = ", ".join(sorted({p["kind"] for p in snap.parts})) or "nothing"
         raise UsageError(f"snapshot {snap.id[:8]} holds no {kind} dump (it holds {held})")
-    with locked(repo, exclusive=False, operation="restore"):
-        repo.load_index()
-        return restore(part, u, lambda p: verified_chunks(repo, snap, p), options)
+    phases = options.phases
+    return restore(part, u, lambda p: verified_chunks(repo, snap, p, phases), options)
 
 
-def finish_restored(snap: Snapshot, target: str) -> list[dict[str, Any]]:
+def finish_restored(
+    snap: Snapshot, target: str, phases: Phases = NO_PHASES
+) -> list[dict[str, Any]]:
     """After ``restore --target``: each source kind's finishing step on what was restored
     (SQLite: the database file rebuilt from its verified dump)."""
     made = []
     for part in snap.parts:
         finish = finisher(str(part.get("kind")))
-        if finish is not None and (done := finish(part, target)) is not None:
+        if finish is not None and (done := finish(part, target, phases)) is not None:
             made.append(done)
     return made

@@ -24,6 +24,7 @@ from drengine.core.errors import (
     WrongPassword,
 )
 from drengine.core.model import Node, Snapshot, decode_tree
+from drengine.core.phases import NO_PHASES, Phases
 from drengine.crypto.aead import seal, unseal
 from drengine.crypto.keys import (
     KdfParams,
@@ -243,13 +244,13 @@ class Repository:
 
     # ---- sealed objects -------------------------------------------------------------------
 
-    def _save_sealed(self, prefix: str, plaintext: bytes, aad: bytes) -> str:
+    def save_sealed(self, prefix: str, plaintext: bytes, aad: bytes) -> str:
         data = seal(self.keys.encryption, plaintext, aad)
         oid = layout.object_id(data)
         self.backend.put(prefix + oid, data)
         return oid
 
-    def _load_sealed(self, prefix: str, oid: str, aad: bytes, what: str) -> bytes:
+    def load_sealed(self, prefix: str, oid: str, aad: bytes, what: str) -> bytes:
         data = self.backend.get(prefix + oid)
         if layout.object_id(data) != oid:
             raise IntegrityError(f"{what} {oid} does not match its name (damaged in storage)")
@@ -287,7 +288,7 @@ class Repository:
             try:
                 if item.size > MAX_SEALED_OBJECT:
                     raise IntegrityError(f"index {item.oid} is {item.size} bytes, over the limit")
-                plain = self._load_sealed(layout.INDEX, item.oid, _INDEX_AAD, "index")
+                plain = self.load_sealed(layout.INDEX, item.oid, _INDEX_AAD, "index")
                 loaded[item.oid] = decode_index(plain, f"index {item.oid}")
             except ObjectNotFound:
                 continue  # removed since the listing (a prune before our lock)
@@ -315,7 +316,7 @@ class Repository:
         packs: list[tuple[bytes, list[BlobRecord]]],
         supersedes: list[bytes] | None = None,
     ) -> str:
-        return self._save_sealed(layout.INDEX, encode_index(packs, supersedes), _INDEX_AAD)
+        return self.save_sealed(layout.INDEX, encode_index(packs, supersedes), _INDEX_AAD)
 
     def delete_index(self, oid: str) -> None:
         self.backend.delete(layout.INDEX + oid)
@@ -439,10 +440,10 @@ class Repository:
             raise IntegrityError(f"blob {blob_id.hex()} is not in the index")
         return entry
 
-    def read_blob(self, blob_id: bytes) -> bytes:
+    def read_blob(self, blob_id: bytes, phases: Phases = NO_PHASES) -> bytes:
         """The verified plaintext of a blob. A copy in a missing or damaged pack is passed
         over for another copy (two hosts may have stored it); the first failure is raised
-        when no copy reads."""
+        when no copy reads. ``phases`` times the read (fetch) and the rest (decrypt)."""
         tried: set[bytes] = set()
         failures: list[DrengineError] = []
         while True:
@@ -452,8 +453,10 @@ class Repository:
                     raise failures[0]
                 raise IntegrityError(f"blob {blob_id.hex()} is not in the index")
             try:
-                data = self.read_pack(entry.pack_id, entry.offset, entry.length)
-                return self.open_blob(blob_id, entry, data)
+                with phases.span("fetch"):
+                    data = self.read_pack(entry.pack_id, entry.offset, entry.length)
+                with phases.span("decrypt"):
+                    return self.open_blob(blob_id, entry, data)
             except ObjectNotFound as e:
                 self.pack_missing(entry.pack_id)
                 failures.append(e)
@@ -476,14 +479,14 @@ class Repository:
     # ---- snapshots ------------------------------------------------------------------------
 
     def save_snapshot(self, snap: Snapshot) -> str:
-        snap.id = self._save_sealed(layout.SNAPSHOTS, snap.to_bytes(), _SNAPSHOT_AAD)
+        snap.id = self.save_sealed(layout.SNAPSHOTS, snap.to_bytes(), _SNAPSHOT_AAD)
         return snap.id
 
     def snapshot_ids(self) -> list[str]:
         return [o.oid for o in list_objects(self.backend, layout.SNAPSHOTS, self.strays)]
 
     def load_snapshot(self, oid: str) -> Snapshot:
-        plain = self._load_sealed(layout.SNAPSHOTS, oid, _SNAPSHOT_AAD, "snapshot")
+        plain = self.load_sealed(layout.SNAPSHOTS, oid, _SNAPSHOT_AAD, "snapshot")
         try:
             return Snapshot.from_bytes(plain, oid)
         except (ValueError, KeyError, TypeError, AttributeError) as e:

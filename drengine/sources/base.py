@@ -20,6 +20,7 @@ from typing import Any, Protocol
 
 from drengine.core.errors import SourceFailed
 from drengine.core.model import Node
+from drengine.core.phases import NO_PHASES, Phases
 from drengine.pipeline.content import ContentStore
 
 __all__ = ["SourceFailed"]  # raised by sources; defined with the other errors
@@ -107,6 +108,7 @@ class LoadOptions:
     no_owner: bool = False  # leave out owners and privileges
     confirm_device: str = ""  # a block device's path, repeated: consent to overwrite it
     tmp_dir: str | None = None  # scratch space where a loader needs a seekable file
+    phases: Phases = NO_PHASES  # timings of the load and of its verification
 
 
 def stored_entries(stored: list[StoredStream]) -> list[dict[str, Any]]:

@@ -145,17 +145,20 @@ def restore_block(
         pos = 0
         for chunk in chunks_of(path):
             view = memoryview(chunk)
-            while view:
-                n = os.pwrite(fd, view, pos)
-                view, pos = view[n:], pos + n
-        if stat.S_ISREG(os.fstat(fd).st_mode):
-            os.ftruncate(fd, size)
-        os.fsync(fd)
+            with opts.phases.span("write"):
+                while view:
+                    n = os.pwrite(fd, view, pos)
+                    view, pos = view[n:], pos + n
+        with opts.phases.span("write"):
+            if stat.S_ISREG(os.fstat(fd).st_mode):
+                os.ftruncate(fd, size)
+            os.fsync(fd)
     except OSError as e:
         raise RestoreError(f"cannot write {dest}: {e.strerror or e}") from None
     finally:
         os.close(fd)
-    digest = _read_back(dest, size)
+    with opts.phases.span("verify"):
+        digest = _read_back(dest, size)
     if recorded is not None and digest != recorded:
         raise RestoreError(f"{dest} does not read back as the recorded image (SHA-256 differs)")
     return [{"device": dest, "bytes": size, "sha256": digest}]

@@ -45,11 +45,13 @@ def restore_mysql(
         finally:
             admin.close()
         try:
-            _load(target, name, chunks_of(path))
+            with opts.phases.span("load"):
+                _load(target, name, chunks_of(path))
         except BaseException:
             _undo(target, name, created, was_empty)
             raise
-        return [_compare(target, name, part)]
+        with opts.phases.span("verify"):
+            return [_compare(target, name, part)]
     finally:
         target.cleanup()
 

@@ -72,12 +72,15 @@ def restore_databases(
         for record, name in pairs:
             created = _create(target, name, record)
             try:
-                _pg_restore(target, name, chunks_of(f"/postgresql/{record['name']}.dump"), opts)
+                with opts.phases.span("load"):
+                    chunks = chunks_of(f"/postgresql/{record['name']}.dump")
+                    _pg_restore(target, name, chunks, opts)
             except BaseException:
                 if created:  # leave nothing half-loaded: the database this restore made goes
                     _drop(target, name)
                 raise
-            results.append(_compare(target, name, record))
+            with opts.phases.span("verify"):
+                results.append(_compare(target, name, record))
         return results
     finally:
         target.cleanup()

@@ -20,6 +20,7 @@ from typing import Any
 from urllib.parse import SplitResult
 
 from drengine.core.errors import SourceFailed, UsageError
+from drengine.core.phases import NO_PHASES, Phases
 from drengine.sources.base import (
     BackupContext,
     ChunksOf,
@@ -160,7 +161,7 @@ def restore_sqlite(
     the whole stream verified, ``PRAGMA integrity_check`` passed and every table holds the
     rows recorded at backup; an existing file is never overwritten."""
     dest = db_path(u)
-    return [_rebuild(part, chunks_of(_dump_path(part)), dest)]
+    return [_rebuild(part, chunks_of(_dump_path(part)), dest, opts.phases)]
 
 
 def _dump_path(part: dict[str, Any]) -> str:
@@ -171,7 +172,9 @@ def _dump_path(part: dict[str, Any]) -> str:
     return path
 
 
-def rebuild_restored(part: dict[str, Any], target: str) -> dict[str, Any] | None:
+def rebuild_restored(
+    part: dict[str, Any], target: str, phases: Phases = NO_PHASES
+) -> dict[str, Any] | None:
     """After ``restore --target DIR``: build the database file at DIR/PATH from the
     restored (verified) dump DIR/sqlite/PATH.sql, which stays; None if the dump was not
     restored (excluded, or it failed)."""
@@ -187,10 +190,12 @@ def rebuild_restored(part: dict[str, Any], target: str) -> dict[str, Any] | None
             while block := f.read(_BUFFER):
                 yield block
 
-    return _rebuild(part, chunks(), dest)
+    return _rebuild(part, chunks(), dest, phases)
 
 
-def _rebuild(part: dict[str, Any], chunks: Iterator[bytes], dest: str) -> dict[str, Any]:
+def _rebuild(
+    part: dict[str, Any], chunks: Iterator[bytes], dest: str, phases: Phases
+) -> dict[str, Any]:
     if os.path.lexists(dest):
         raise UsageError(f"{dest} exists; restore the SQLite database to a new path")
     tmp = os.path.join(os.path.dirname(dest) or ".", f".{os.path.basename(dest)}.drengine-tmp")
@@ -200,9 +205,11 @@ def _rebuild(part: dict[str, Any], chunks: Iterator[bytes], dest: str) -> dict[s
         raise UsageError(f"cannot create {dest}: {e}") from None
     try:
         try:
-            _load(conn, chunks)
-            bad = conn.execute("PRAGMA integrity_check").fetchall()
-            now = describe(conn)
+            with phases.span("load"):
+                _load(conn, chunks)
+            with phases.span("verify"):
+                bad = conn.execute("PRAGMA integrity_check").fetchall()
+                now = describe(conn)
         finally:
             conn.close()
         if bad != [("ok",)]:

@@ -14,6 +14,7 @@ from typing import Any
 from urllib.parse import SplitResult, unquote, urlsplit
 
 from drengine.core.errors import UsageError
+from drengine.core.phases import Phases
 from drengine.sources.base import ChunksOf, LoadOptions, Source
 
 SCHEMES = ("postgresql", "postgres", "mysql", "mariadb", "sqlite", "block")
@@ -113,7 +114,7 @@ def loader(scheme: str) -> tuple[str, Loader]:
 
 # After ``restore --target DIR``: turn a restored stream into what it stands for (a SQLite
 # dump into the database file); what was made, or None.
-Finisher = Callable[[dict[str, Any], str], "dict[str, Any] | None"]
+Finisher = Callable[[dict[str, Any], str, Phases], "dict[str, Any] | None"]
 
 
 def finisher(kind: str) -> Finisher | None:
