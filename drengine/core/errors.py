@@ -17,6 +17,9 @@
     ├── RestoreError                    exit 1  a restore could not complete (target problems)
     ├── SourceFailed                    exit 13 a source could not be read or its dump failed
     ├── HookFailed                      exit 14 a --before/--after hook failed
+    ├── DrillFailed                     exit 20 a drill's restore or verification failed
+    ├── TargetMissed                    exit 21 a drill passed but missed its RTO or RPO target
+    ├── ReportInvalid                   exit 22 a report's signature, key or evidence fails
     └── Cancelled                       exit 130 the operation's cancel event was set (SIGTERM)
 
 Callers catch ``DrengineError``; the CLI prints ``str(error)`` as one sentence.
@@ -100,6 +103,26 @@ class HookFailed(DrengineError):
     """A consistency hook failed: before the backup (nothing read), or after it."""
 
     exit_code = 14
+
+
+class DrillFailed(DrengineError):
+    """A restore drill could not restore the snapshot or the copy failed a check: the
+    backup is not proven restorable (the report says what and where)."""
+
+    exit_code = 20
+
+
+class TargetMissed(DrengineError):
+    """A drill restored and verified the snapshot but missed its RTO or RPO target."""
+
+    exit_code = 21
+
+
+class ReportInvalid(DrengineError):
+    """A signed report does not verify: malformed, changed after signing, signed by
+    another key, or naming snapshots that are not in the repository."""
+
+    exit_code = 22
 
 
 class Cancelled(DrengineError):

@@ -12,6 +12,8 @@ DATA = "data/"
 INDEX = "index/"
 SNAPSHOTS = "snapshots/"
 LOCKS = "locks/"
+REPORTS = "reports/"
+SIGNERS = "signers/"
 
 
 class BlobType(IntEnum):

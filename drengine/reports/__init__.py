@@ -1,0 +1,1 @@
+"""Signed drill reports and the compliance report over a period."""
