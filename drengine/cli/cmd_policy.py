@@ -46,6 +46,14 @@ def _load_or_report(f: str) -> Loaded | None:
         return None
 
 
+def policy_or_exit(f: str) -> PolicyFile:
+    """The policy in file ``f``; its problems printed and exit 2 if it is not valid."""
+    loaded = _load_or_report(f)
+    if loaded is None:
+        raise typer.Exit(2)
+    return loaded.policy
+
+
 def schedules(p: PolicyFile, now: datetime, count: int = 5) -> dict[str, list[str]]:
     """The next ``count`` run times of each of the policy's schedules, in its time zone."""
     from drengine.policy.schedule import next_runs, parse_schedule

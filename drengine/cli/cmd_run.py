@@ -36,16 +36,11 @@ def run(
     """Run a policy: backup, then retention (forget), then prune and check when due."""
     # Imported here: pydantic, PyYAML, APScheduler and prometheus_client load for this
     # command only.
-    from drengine.policy.load import PolicyInvalid, load_policy
+    from drengine.cli.cmd_policy import policy_or_exit
     from drengine.scheduler.run import run_policy
     from drengine.scheduler.state import StateDB, default_state_path
 
-    try:
-        p = load_policy(policy).policy
-    except PolicyInvalid as e:
-        for problem in e.problems:
-            err_console.print(problem, markup=False, soft_wrap=True)
-        raise typer.Exit(2) from None
+    p = policy_or_exit(policy)
     state = StateDB(Path(state_file) if state_file else default_state_path())
     try:
         try:

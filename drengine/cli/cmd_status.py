@@ -1,17 +1,20 @@
 """``drengine status POLICY...``: each policy's last run, next run, RPO age against its
-target, and failures, from the job history (no repository is opened)."""
+target, failures, and its last drill, from the job history (no repository is opened)."""
 
 from __future__ import annotations
 
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
 from rich.table import Table
 
 from drengine.cli.main import app
 from drengine.cli.render import err_console, out_console, print_json
+
+if TYPE_CHECKING:
+    from drengine.scheduler.state import DrillRow
 
 
 def _policy_files(args: list[str]) -> list[Path]:
@@ -30,7 +33,6 @@ def status(
 ) -> None:
     """Each policy's last and next backup, RPO age against its target, and failures."""
     from drengine.policy.load import PolicyInvalid, load_policy
-    from drengine.policy.model import span_seconds
     from drengine.policy.schedule import next_runs, parse_schedule
     from drengine.scheduler.run import rpo_age
     from drengine.scheduler.state import StateDB, default_state_path
@@ -50,7 +52,7 @@ def status(
                 continue
             last = state.last(p.name, "backup")
             age = rpo_age(state, p, now)
-            target = span_seconds(p.targets.rpo) if p.targets else None
+            target = p.targets.rpo_ms / 1000 if p.targets else None
             # An interval counts from the last run; cron from the clock.
             since = datetime.fromtimestamp(last.started, UTC) if last else now
             nxt = next_runs(parse_schedule(p.schedule, p.timezone, since), now, 1)
@@ -65,6 +67,7 @@ def status(
                     "rpo_target_seconds": target,
                     "rpo_ok": None if target is None else (age is not None and age <= target),
                     "failures_since_success": state.failures_since_success(p.name, "backup"),
+                    **_drill(state.last_drill(p.name)),
                 }
             )
     finally:
@@ -73,7 +76,9 @@ def status(
         print_json(rows)
     else:
         table = Table(box=None)
-        for col in ("Policy", "Last backup", "Outcome", "Next", "RPO age / target", "Failures"):
+        cols = ("Policy", "Last backup", "Outcome", "Next", "RPO age / target", "Failures",
+                "Last drill")  # fmt: skip
+        for col in cols:
             table.add_column(col)
         for r in rows:
             rpo = _span(r["rpo_age_seconds"]) + " / " + _span(r["rpo_target_seconds"])
@@ -82,10 +87,21 @@ def status(
             table.add_row(
                 r["policy"], _short(r["last_backup"]) or "never", r["last_outcome"] or "",
                 _short(r["next_backup"]), rpo, str(r["failures_since_success"]),
+                f"{_short(r['last_drill'])} {r['last_drill_verdict']}" if r["last_drill"]
+                else "never",
             )  # fmt: skip
         out_console.print(table)
     if invalid:
         raise typer.Exit(2)
+
+
+def _drill(row: DrillRow | None) -> dict[str, Any]:
+    return {
+        "last_drill": _iso(row.finished) if row else None,
+        "last_drill_verdict": row.verdict if row else None,
+        "last_drill_rto_ms": row.rto_ms if row else None,
+        "last_drill_report": row.report if row else None,
+    }
 
 
 def _short(iso: str | None) -> str:

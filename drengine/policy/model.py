@@ -37,6 +37,31 @@ def span_seconds(text: str) -> int:
     return total
 
 
+_TARGET = re.compile(r"(\d+)(ms|[wdhms])")
+_MS = {"ms": 1, **{k: v * 1000 for k, v in _SECONDS.items()}}
+
+
+def span_ms(text: str) -> int:
+    """A target: a duration as ``span_seconds`` reads, or in milliseconds (``500ms``)."""
+    s = text.strip()
+    pos, total, used = 0, 0, set()
+    while pos < len(s):
+        m = _TARGET.match(s, pos)
+        if m is None or m.group(2) in used:
+            break
+        used.add(m.group(2))
+        total += int(m.group(1)) * _MS[m.group(2)]
+        pos = m.end()
+    if not s or pos != len(s) or total <= 0:
+        raise ValueError(f"{text!r} is not a duration: use numbers with w, d, h, m, s, ms")
+    return total
+
+
+def _target(v: str) -> str:
+    span_ms(v)
+    return v
+
+
 def _span(v: str) -> str:
     span_seconds(v)
     return v
@@ -124,19 +149,60 @@ class CheckJob(_Strict):
 
 
 class Targets(_Strict):
-    rpo: Span  # newest restorable snapshot at most this old
-    rto: Span  # a full restore within this
+    rpo: Annotated[str, AfterValidator(_target)]  # at most this long without a backup
+    rto: Annotated[str, AfterValidator(_target)]  # a full restore within this
+
+    @property
+    def rpo_ms(self) -> int:
+        return span_ms(self.rpo)
+
+    @property
+    def rto_ms(self) -> int:
+        return span_ms(self.rto)
 
 
 class DrillCheck(_Strict):
     sql: str
-    expect: str
+    expect: str  # the result as text: fields joined by tabs, rows by newlines
+    # Where it runs: a database kind of the snapshot (default: its one database kind) and,
+    # for a snapshot of several databases, which one (default: the only or first one).
+    kind: Literal["postgresql", "mysql", "sqlite"] | None = None
+    database: str | None = None
+
+
+def _scratch_server(v: str | None) -> str | None:
+    if v is None:
+        return v
+    from drengine.sources.urls import split_url
+
+    try:
+        u = split_url(v)
+    except UsageError as e:
+        raise ValueError(str(e)) from None
+    if u.path.strip("/"):
+        raise ValueError(
+            f"{v}: name no database; each drill makes its own scratch database and drops it"
+        )
+    return v
+
+
+def _absolute(v: str | None) -> str | None:
+    if v is not None and not os.path.isabs(v):
+        raise ValueError(f"{v!r} must be an absolute path")
+    return v
 
 
 class Drill(_Strict):
     schedule: Schedule
     snapshot: Literal["latest", "random"] = "latest"
     checks: list[DrillCheck] = []
+    # Where the sandbox goes (default DRENGINE_DRILL_DIR, else /var/tmp).
+    sandbox_dir: Annotated[str, AfterValidator(_absolute)] | None = None
+    # Servers for scratch databases, instead of throwaway servers started in the sandbox.
+    postgresql: Annotated[str, AfterValidator(_scratch_server)] | None = None
+    mysql: Annotated[str, AfterValidator(_scratch_server)] | None = None
+    # The OS user throwaway servers run as when drengine runs as root.
+    sandbox_user: str | None = None
 
 
 class Notify(_Strict):

@@ -36,10 +36,12 @@ from prometheus_client import CollectorRegistry, Gauge, start_http_server
 from prometheus_client.registry import Collector
 
 from drengine.core.errors import DrengineError, RepositoryLocked, UsageError
+from drengine.drills.run import DrillOptions
 from drengine.policy.load import PolicyInvalid, load_policy
-from drengine.policy.model import PolicyFile, span_seconds
+from drengine.policy.model import PolicyFile
 from drengine.policy.schedule import parse_schedule
 from drengine.scheduler import notify
+from drengine.scheduler.drill_job import run_policy_drill
 from drengine.scheduler.metrics import policy_registry
 from drengine.scheduler.run import open_policy_repository, policy_tag, rpo_age, run_policy_job
 from drengine.scheduler.state import StateDB
@@ -132,6 +134,8 @@ class Daemon:
             jobs["prune"] = p.prune.schedule
         if p.check is not None:
             jobs["check"] = p.check.schedule
+        if p.drill is not None:
+            jobs["drill"] = p.drill.schedule
         for kind, sched in jobs.items():
             self.scheduler.add_job(
                 self.enqueue,
@@ -140,11 +144,9 @@ class Daemon:
                 id=f"{p.name}:{kind}",
                 replace_existing=True,
             )
-        if p.drill is not None:
-            log.info("%s: drill schedules run once drills exist (issue 9)", p.name)
 
     def _unschedule(self, name: str) -> None:
-        for kind in ("backup", "prune", "check"):
+        for kind in ("backup", "prune", "check", "drill"):
             job = self.scheduler.get_job(f"{name}:{kind}")
             if job is not None:
                 job.remove()
@@ -189,8 +191,11 @@ class Daemon:
         started = time.monotonic()
         log.info("%s: %s starts", p.name, kind)
         try:
-            res = run_policy_job(p, self.state, kind, self.cancel)
-            outcome = "failed: " + "; ".join(res.failures) if res.failures else "done"
+            if kind == "drill":
+                outcome = self._drill(p)
+            else:
+                res = run_policy_job(p, self.state, kind, self.cancel)
+                outcome = "failed: " + "; ".join(res.failures) if res.failures else "done"
         except DrengineError as e:
             outcome = f"failed: {e}"
         except Exception as e:  # a bug must not stop the other policies
@@ -200,6 +205,11 @@ class Daemon:
         if kind == "backup" and not self.cancel.is_set():
             self._count_snapshots(p)
 
+    def _drill(self, p: PolicyFile) -> str:
+        drilled = run_policy_drill(p, self.state, DrillOptions(cancel=self.cancel))
+        reasons = "; ".join(drilled.document["reasons"])
+        return drilled.verdict + (f": {reasons}" if reasons else "")
+
     def watch_rpo(self) -> None:
         now = datetime.now(UTC)
         with self.lock:
@@ -208,7 +218,7 @@ class Daemon:
             if p.targets is None:
                 continue
             age = rpo_age(self.state, p, now)
-            target = span_seconds(p.targets.rpo)
+            target = p.targets.rpo_ms / 1000
             if age is not None and age <= target:
                 self.breached.discard(p.name)
                 continue

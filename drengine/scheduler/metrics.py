@@ -12,7 +12,7 @@ from pathlib import Path
 from prometheus_client import CollectorRegistry, Gauge, write_to_textfile
 
 from drengine.core.model import Snapshot
-from drengine.policy.model import PolicyFile, span_seconds
+from drengine.policy.model import PolicyFile
 from drengine.scheduler.state import StateDB
 
 
@@ -54,9 +54,24 @@ def policy_registry(
     gauge("drengine_rpo_age_seconds", "Age of the newest snapshot.",
           (t - newest) if newest is not None else None)  # fmt: skip
     gauge("drengine_rpo_target_seconds", "The policy's RPO target.",
-          span_seconds(p.targets.rpo) if p.targets else None)  # fmt: skip
+          p.targets.rpo_ms / 1000 if p.targets else None)  # fmt: skip
     gauge("drengine_backup_failures", "Failed backups since the last successful one.",
           state.failures_since_success(p.name, "backup"))  # fmt: skip
+    drill = state.last_drill(p.name)
+    gauge("drengine_last_drill_timestamp_seconds", "When the last restore drill ended.",
+          drill.finished if drill else None)  # fmt: skip
+    gauge("drengine_last_drill_passed",
+          "1 if the last drill passed, 0 if it failed or missed a target.",
+          (1.0 if drill.verdict == "passed" else 0.0) if drill else None)  # fmt: skip
+    gauge("drengine_last_drill_failed", "1 if the last drill could not restore or verify.",
+          (1.0 if drill.verdict == "failed" else 0.0) if drill else None)  # fmt: skip
+    gauge("drengine_last_drill_rto_seconds", "RTO measured by the last drill.",
+          drill.rto_ms / 1000 if drill and drill.rto_ms is not None else None)  # fmt: skip
+    forecast = drill.forecast_ms if drill else None
+    gauge("drengine_rto_forecast_seconds", "Forecast full-restore time of the newest snapshot.",
+          forecast / 1000 if forecast is not None else None)  # fmt: skip
+    gauge("drengine_rto_target_seconds", "The policy's RTO target.",
+          p.targets.rto_ms / 1000 if p.targets else None)  # fmt: skip
     return reg
 
 

@@ -24,7 +24,7 @@ from drengine.engine.check import run_check
 from drengine.engine.hooks import run_hooks
 from drengine.engine.prune import run_prune
 from drengine.engine.retention import ForgetOptions, run_forget
-from drengine.policy.model import PolicyFile, span_seconds
+from drengine.policy.model import PolicyFile
 from drengine.policy.schedule import parse_schedule
 from drengine.repository.repo import Repository
 from drengine.scheduler import notify
@@ -197,7 +197,7 @@ def rpo_age(state: StateDB, p: PolicyFile, now: datetime) -> float | None:
 def _rpo_breach(p: PolicyFile, state: StateDB, now: datetime) -> None:
     if p.targets is None:
         return
-    age, target = rpo_age(state, p, now), span_seconds(p.targets.rpo)
+    age, target = rpo_age(state, p, now), p.targets.rpo_ms / 1000
     if age is None or age > target:
         notify.send(
             p,

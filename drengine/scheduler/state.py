@@ -31,6 +31,16 @@ CREATE TABLE IF NOT EXISTS jobs (
     error TEXT
 );
 CREATE INDEX IF NOT EXISTS jobs_by_policy ON jobs (policy, job, started);
+CREATE TABLE IF NOT EXISTS drills (
+    policy TEXT NOT NULL,
+    finished REAL NOT NULL,         -- Unix time
+    verdict TEXT NOT NULL,          -- passed, failed, target missed
+    rto_ms INTEGER,                 -- measured
+    forecast_ms INTEGER,            -- predicted full restore of the newest snapshot
+    snapshot TEXT,
+    report TEXT                     -- the report's object ID in the repository
+);
+CREATE INDEX IF NOT EXISTS drills_by_policy ON drills (policy, finished);
 """
 
 
@@ -45,6 +55,16 @@ class JobRow:
     snapshot: str | None
     bytes_added: int | None
     error: str | None
+
+
+@dataclass(frozen=True)
+class DrillRow:
+    finished: float
+    verdict: str
+    rto_ms: int | None
+    forecast_ms: int | None
+    snapshot: str | None
+    report: str | None
 
 
 def default_state_path() -> Path:
@@ -130,6 +150,40 @@ class StateDB:
             (policy, job, since),
         ).fetchone()
         return int(row[0])
+
+    def jobs_between(self, policy: str, job: str, since: float, until: float) -> list[JobRow]:
+        """Finished jobs of this kind that started in [since, until), oldest first."""
+        rows = self._db.execute(
+            "SELECT * FROM jobs WHERE policy = ? AND job = ? AND ended IS NOT NULL "
+            "AND started >= ? AND started < ? ORDER BY started",
+            (policy, job, since, until),
+        ).fetchall()
+        return [JobRow(*r) for r in rows]
+
+    def backup_times(self, policy: str) -> list[float]:
+        """When each successful (or partial) backup of the policy ended."""
+        rows = self._db.execute(
+            "SELECT ended FROM jobs WHERE policy = ? AND job = 'backup' "
+            "AND outcome IN ('success', 'partial') AND ended IS NOT NULL ORDER BY ended",
+            (policy,),
+        ).fetchall()
+        return [float(r[0]) for r in rows]
+
+    def record_drill(self, policy: str, row: DrillRow) -> None:
+        self._db.execute(
+            "INSERT INTO drills (policy, finished, verdict, rto_ms, forecast_ms, snapshot, "
+            "report) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (policy, row.finished, row.verdict, row.rto_ms, row.forecast_ms, row.snapshot,
+             row.report),
+        )  # fmt: skip
+
+    def last_drill(self, policy: str) -> DrillRow | None:
+        row = self._db.execute(
+            "SELECT finished, verdict, rto_ms, forecast_ms, snapshot, report FROM drills "
+            "WHERE policy = ? ORDER BY finished DESC LIMIT 1",
+            (policy,),
+        ).fetchone()
+        return DrillRow(*row) if row else None
 
     def close(self) -> None:
         self._db.close()

@@ -26,7 +26,7 @@ from drengine.sources.sql_client import (
 )
 from drengine.sources.urls import redact
 
-_PARAMS = {"password_file", "socket", "host", "port", "user"}
+_PARAMS = {"password_file", "socket", "host", "port", "user", "no_defaults"}
 
 
 @dataclass
@@ -38,6 +38,7 @@ class MyTarget:
     socket: str = ""
     database: str = ""
     password_file: str = ""
+    no_defaults: bool = False  # read no option file (~/.my.cnf): a drill's sandbox server
     _tmp: Path | None = field(default=None, repr=False)
 
     @classmethod
@@ -64,6 +65,7 @@ class MyTarget:
             socket=socket,
             database=db,
             password_file=q.get("password_file", ""),
+            no_defaults="no_defaults" in q,
         )
 
     def where(self) -> str:
@@ -73,8 +75,13 @@ class MyTarget:
         return f"{host}:{self.port}" if self.port else host
 
     def args(self) -> list[str]:
-        """Connection options for a client tool (``--defaults-extra-file`` must be first)."""
-        out = [f"--defaults-extra-file={self._option_file()}"] if self.password_file else []
+        """Connection options for a client tool. The option-file option must come first;
+        with ``no_defaults`` the password file, if any, is the only option file read."""
+        if self.password_file:
+            flag = "--defaults-file" if self.no_defaults else "--defaults-extra-file"
+            out = [f"{flag}={self._option_file()}"]
+        else:
+            out = ["--no-defaults"] if self.no_defaults else []
         for opt, value in (
             ("--host", self.host),
             ("--port", self.port),

@@ -119,8 +119,9 @@ def test_a_failing_policy_notifies_and_the_daemon_goes_on(cli: CLI, tmp_path: Pa
     (tmp_path / "sa").mkdir()
     (tmp_path / "sa" / "f").write_text("a")
     hook = _Hook()
+    cli.env["DRENGINE_DRILL_DIR"] = str(tmp_path / "sandboxes")
     try:
-        _policy(tmp_path, "good", a, str(tmp_path / "sa"))
+        _policy(tmp_path, "good", a, str(tmp_path / "sa"), "drill: {schedule: 3s}\n")
         _policy(tmp_path, "bad", b, "block:///dev/drengine-none",
                 f"notify: {{webhooks: ['{hook.url}']}}\n")  # fmt: skip
         d = _Daemon(cli, tmp_path, free_port())
@@ -132,6 +133,11 @@ def test_a_failing_policy_notifies_and_the_daemon_goes_on(cli: CLI, tmp_path: Pa
             assert hook.received[0]["policy"] == "bad"
             assert "drengine-none" in hook.received[0]["error"]
             assert len(_snapshots(a)) >= 1  # the other policy is not held up
+            # The good policy's drill runs on its schedule and its figures reach /metrics.
+            d.wait_for("good: drill passed")
+            m = d.metrics()
+            assert 'drengine_last_drill_passed{policy="good"} 1.0' in m
+            assert 'drengine_last_drill_rto_seconds{policy="good"}' in m
             # A second daemon on the same state is refused.
             second = cli(
                 "daemon", "--policies", str(tmp_path / "policies"), "--state",

@@ -1,0 +1,1 @@
+"""Restore drills: restore into a sandbox, verify, measure RTO and RPO."""

@@ -1,0 +1,163 @@
+"""Drill what a snapshot restores to the sandbox's disk: files, images, streams, SQLite.
+
+Files are restored with ``restore``'s own code, then read back from the sandbox and
+compared with the snapshot (``verify_files``); a restore error is grouped by the damaged
+repository object it names. Images, dumps and command output are hashed again with
+SHA-256 against the digest recorded at backup. A SQLite dump is rebuilt into a database
+file, ``PRAGMA integrity_check`` run and its row counts compared, then the policy's own
+SQL checks run on it read-only.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import sqlite3
+from pathlib import Path
+from typing import Any
+
+from drengine.core.errors import DrengineError
+from drengine.core.model import Snapshot
+from drengine.core.phases import Phases
+from drengine.core.progress import Progress
+from drengine.drills.databases import Check, check, own_checks, result_text, sql_detail
+from drengine.drills.verify_files import damaged_objects, verify_restored
+from drengine.engine.restore import Restorer
+from drengine.policy.model import Drill
+from drengine.repository.repo import Repository
+from drengine.sources.sqlite import rebuild_restored
+
+_READ = 1 << 20
+
+
+def restore_local(
+    repo: Repository, snap: Snapshot, root: Path, paths: list[str], phases: Phases
+) -> tuple[list[Check], int, int]:
+    """Restore ``paths`` of the snapshot below ``root`` and check what was written:
+    (checks, bytes restored, files restored)."""
+    whole = set(paths) == set(snap.paths)
+    restorer = Restorer(repo, str(root), [] if whole else paths, Progress(), phases)
+    try:
+        result = restorer.run(snap)
+    except DrengineError as e:
+        return [check("files", "restore", "snapshot", False, str(e))], 0, 0
+    checks = _restore_errors(result.errors)
+    files_part = next((pt for pt in snap.parts if pt.get("kind") == "files"), None)
+    if files_part is not None:
+        roots = [str(x) for x in files_part.get("paths", [])] or paths
+        tree = verify_restored(repo, snap, root, roots, set(), phases)
+        bad = tree.problems
+        detail = (
+            f"{tree.verified} of {tree.names} files read back from the sandbox match the "
+            "BLAKE3 hash and size recorded at backup"
+        )
+        if bad:
+            detail += f"; {len(bad)} problems, first: {bad[0]['path']}: {bad[0]['problem']}"
+        checks.append(check("files", "content hashes", "files", not bad, detail))
+        checks.append(_counts(snap, tree.files, tree.bytes, tree.dirs))
+    return checks, result.bytes, result.files
+
+
+def _restore_errors(errors: list[dict[str, str]]) -> list[Check]:
+    """One failed check per damaged object (with the entries it cost), and one per
+    other entry that could not be restored."""
+    checks = []
+    by_object = damaged_objects(errors)
+    for obj, affected in by_object.items():
+        more = f" and {len(affected) - 10} more" if len(affected) > 10 else ""
+        checks.append(
+            check("files", "restore", obj, False,
+                  f"{obj} is damaged or missing: {len(affected)} entries affected: "
+                  + ", ".join(affected[:10]) + more)
+        )  # fmt: skip
+    named = {a for affected in by_object.values() for a in affected}
+    for err in errors:
+        if err["path"] not in named:
+            checks.append(check("files", "restore", err["path"], False, err["error"]))
+    return checks
+
+
+def _counts(snap: Snapshot, files: int, size: int, dirs: int) -> Check:
+    want_files = snap.summary.get("files_total")
+    want_bytes = snap.summary.get("bytes_total")
+    wrong = []
+    if isinstance(want_files, int) and want_files != files:
+        wrong.append(f"{files} files where the summary says {want_files}")
+    if isinstance(want_bytes, int) and want_bytes != size:
+        wrong.append(f"{size} bytes where the summary says {want_bytes}")
+    detail = "; ".join(wrong) or (
+        f"{files} files, {dirs} directories, {size} bytes, as the snapshot's summary says"
+    )
+    return check("files", "counts and bytes", "files", not wrong, detail)
+
+
+def restored_streams(snap: Snapshot, root: Path, skip: set[str], phases: Phases) -> list[Check]:
+    """Images, dumps and command streams restored as files: SHA-256 against the record."""
+    out = []
+    for s in snap.streams():
+        if s["path"] in skip or not isinstance(s.get("sha256"), str):
+            continue
+        where = root / s["path"].lstrip("/")
+        with phases.span("verify"):
+            try:
+                digest, size = _sha256(where)
+            except OSError as e:
+                why = f"not restored: {e.strerror}"
+                out.append(check(s["kind"], "SHA-256", s["path"], False, why))
+                continue
+        ok = digest == s["sha256"] and size == s.get("size", size)
+        how = "matches" if ok else "differs from"
+        detail = f"{size} bytes, SHA-256 {how} the one recorded at backup"
+        out.append(check(s["kind"], "SHA-256", s["path"], ok, detail))
+    return out
+
+
+def _sha256(path: Path) -> tuple[str, int]:
+    h = hashlib.sha256()
+    size = 0
+    buf = bytearray(_READ)
+    view = memoryview(buf)
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    try:
+        while n := os.readv(fd, [view]):
+            h.update(view[:n])
+            size += n
+    finally:
+        os.close(fd)
+    return h.hexdigest(), size
+
+
+def restored_sqlite(
+    part: dict[str, Any], root: Path, drill: Drill | None, kinds: set[str], phases: Phases
+) -> list[Check]:
+    """Rebuild a restored SQLite dump into its database file and check it."""
+    db = str(part.get("database", ""))
+    try:
+        done = rebuild_restored(part, str(root), phases)
+    except DrengineError as e:
+        return [check("sqlite", "integrity_check and row counts", db, False, str(e))]
+    if done is None:
+        return [check("sqlite", "restore", db, False, "the dump was not restored")]
+    out = [
+        check("sqlite", "integrity_check and row counts", db, True,
+              f"integrity_check ok; {done['tables']} tables, {done['rows']} rows, as "
+              "recorded at backup"),
+        check("sqlite", "schema fingerprint", db, bool(done["schema_matches"]),
+              "matches the one recorded at backup" if done["schema_matches"]
+              else "differs from the one recorded at backup"),
+    ]  # fmt: skip
+    for c in own_checks(drill, "sqlite", kinds):
+        name = f"SQL: {c.sql}"
+        with phases.span("verify"):
+            try:
+                conn = sqlite3.connect(f"file:{done['database']}?mode=ro", uri=True)
+                try:
+                    got = result_text([[str(v) for v in r] for r in conn.execute(c.sql)])
+                finally:
+                    conn.close()
+            except sqlite3.Error as e:
+                out.append(check("sqlite", name, db, False, str(e)))
+                continue
+        ok = got == c.expect.strip()
+        out.append(check("sqlite", name, db, ok, sql_detail(got, c.expect, ok)))
+    return out
