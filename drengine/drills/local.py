@@ -35,12 +35,18 @@ def restore_local(
 ) -> tuple[list[Check], int, int]:
     """Restore ``paths`` of the snapshot below ``root`` and check what was written:
     (checks, bytes restored, files restored)."""
+    short = _short_of_space(root, snap, paths)
+    if short:
+        return [check("files", "sandbox space", str(root), False, short)], 0, 0
     whole = set(paths) == set(snap.paths)
     restorer = Restorer(repo, str(root), [] if whole else paths, Progress(), phases)
     try:
         result = restorer.run(snap)
     except DrengineError as e:
         return [check("files", "restore", "snapshot", False, str(e))], 0, 0
+    prefix = str(root)
+    for err in result.errors:  # as the snapshot names them, not as the sandbox does
+        err["path"] = err["path"].removeprefix(prefix) or "/"
     checks = _restore_errors(result.errors)
     files_part = next((pt for pt in snap.parts if pt.get("kind") == "files"), None)
     if files_part is not None:
@@ -56,6 +62,31 @@ def restore_local(
         checks.append(check("files", "content hashes", "files", not bad, detail))
         checks.append(_counts(snap, tree.files, tree.bytes, tree.dirs))
     return checks, result.bytes, result.files
+
+
+def _short_of_space(root: Path, snap: Snapshot, paths: list[str]) -> str:
+    """Why the sandbox cannot hold what is restored there ("" if it can): said before
+    anything is written, rather than as a hundred "no space left" errors."""
+    # Images restore sparse: their size says little about the room they take.
+    streams = {s["path"]: int(s.get("size", 0)) for s in snap.streams() if s["kind"] != "block"}
+    need = sum(streams.get(p, 0) for p in paths)
+    if any(pt.get("kind") == "files" for pt in snap.parts):
+        need += int(snap.summary.get("bytes_total", 0))
+    try:
+        st = os.statvfs(root)
+    except OSError:
+        return ""
+    free = st.f_bavail * st.f_frsize
+    if need <= free:
+        return ""
+    return (
+        f"the sandbox has {_mib(free)} free and the snapshot restores {_mib(need)} there: not "
+        "restored; give the drill more room (drill.sandbox_dir or DRENGINE_DRILL_DIR)"
+    )
+
+
+def _mib(n: int) -> str:
+    return f"{n / (1 << 20):,.1f} MiB"
 
 
 def _restore_errors(errors: list[dict[str, str]]) -> list[Check]:

@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 from cryptography.exceptions import InvalidSignature
-from e2e_support import CLI, PASSWORD, PROJECT_ROOT, Repo, make_repo, write_random
+from e2e_support import CLI, PASSWORD, PROJECT_ROOT, Repo, make_repo, small_tmpfs, write_random
 
 
 def _policy(tmp_path: Path, repo: Repo, sources: list[str], extra: str = "") -> Path:
@@ -236,3 +236,19 @@ def test_a_drill_stopped_with_sigterm_leaves_no_sandbox_lock_or_report(
     assert not list((repo.path / "locks").iterdir())
     assert not (repo.path / "reports").exists() or not any((repo.path / "reports").iterdir())
     assert not (tmp_path / "state" / "reports").exists()
+
+
+def test_a_sandbox_too_small_fails_the_drill_before_writing_and_says_so(
+    cli: CLI, repo: Repo, tmp_path: Path
+) -> None:
+    src = tmp_path / "src"
+    _tree(src)
+    p = _policy(tmp_path, repo, [str(src)])
+    cli("run", str(p), env_extra=_env(tmp_path))
+    with small_tmpfs(tmp_path / "small", "1m") as small:
+        env = {**_env(tmp_path), "DRENGINE_DRILL_DIR": str(small)}
+        r = cli("drill", "run", str(p), "--json", check_code=20, env_extra=env)
+        doc = r.json()["document"]
+        assert not any(small.iterdir())
+    assert [c["check"] for c in doc["checks"]] == ["sandbox space"]
+    assert "MiB free" in doc["reasons"][0] and "DRENGINE_DRILL_DIR" in doc["reasons"][0]
