@@ -6,8 +6,9 @@ RPO, at drill time:
 - *unverified*: the age of the newest snapshot, drilled or not, shown apart: it is what a
   restore would probably get, not what has been proven;
 - *largest gap*: the longest time without a successful backup over the period (since the
-  policy's previous drill, or the first backup known), the last gap running up to now and
-  a gap open when the period began counted from the last backup before it.
+  policy's previous drill, or the first backup known), the last gap running up to now, a
+  gap open when the period began counted from the last backup before it, and the time
+  before the first backup known not counted.
   Backups come from the policy's snapshots and, when the job history is at hand, from its
   successful backup jobs (retention thins old snapshots; the history does not).
 The target is met when the largest gap is within it.
@@ -79,9 +80,11 @@ def rpo(
     times = sorted({*(s.sort_time() for s in snaps), *backups})
     start = since if since is not None else (times[0] if times else now)
     inside = [t for t in times if start <= t <= now]
-    # A gap open when the period began counts from the last backup before it.
+    # A gap open when the period began counts from the last backup before it; before the
+    # first backup known there was nothing to lose (a policy that began in the period).
     before = [t for t in times if t < start]
-    points = [before[-1] if before else start, *inside, now]
+    first = before[-1:] or ([] if inside else [start])
+    points = [*first, *inside, now]
     gap, frm, to = 0.0, start, start
     for a, b in itertools.pairwise(points):
         if (b - a).total_seconds() > gap:

@@ -19,9 +19,10 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
-from drengine.core.errors import Cancelled, DrengineError
+from drengine.core.errors import Cancelled, DrengineError, ObjectNotFound
 from drengine.core.model import Node
 from drengine.core.phases import NO_PHASES, Phases
+from drengine.crypto.keys import b64d
 from drengine.engine.reachability import referenced_blobs
 from drengine.repository import layout
 from drengine.repository.index import IndexEntry
@@ -29,6 +30,7 @@ from drengine.repository.layout import BlobType
 from drengine.repository.locks import Locks, locked
 from drengine.repository.pack import parse_trailer
 from drengine.repository.repo import Repository
+from drengine.repository.reports import load_report, report_ids, signing_key
 
 
 @dataclass
@@ -133,6 +135,7 @@ def _check_structure(
     _check_locks_and_leftovers(repo, res)
     for name, why in sorted(repo.damaged_key_files().items()):
         res.errors.append(f"key file {name}: {why}")
+    _check_reports(repo, res)
     misplaced = set(repo.strays.misplaced.values())  # reported with their pack above
     for name, why in sorted(repo.strays.found.items()):
         if name not in misplaced:
@@ -156,6 +159,21 @@ def _check_trees(repo: Repository, res: CheckResult) -> None:
     reach = referenced_blobs(repo, indexed, entries)
     res.snapshots = reach.snapshots
     res.errors.extend(reach.errors)
+
+
+def _check_reports(repo: Repository, res: CheckResult) -> None:
+    """Every stored report decrypts and its signature is the repository's own."""
+    key = signing_key(repo).public
+    for oid in report_ids(repo):
+        try:
+            env = load_report(repo, oid)
+        except ObjectNotFound:
+            continue
+        except DrengineError as e:
+            res.errors.append(f"report {oid}: {e}")
+            continue
+        if b64d(env["signature"]["public_key"]) != key:
+            res.errors.append(f"report {oid} is signed by another key than this repository's")
 
 
 def tree_problems(nodes: list[Node]) -> list[str]:

@@ -90,6 +90,21 @@ def test_a_files_drill_proves_every_file_and_its_report_verifies(
     # The daemon's copy in the state directory is the same signed report.
     (copy,) = (tmp_path / "state" / "reports" / "sys1").iterdir()
     assert json.loads(copy.read_text()) == env
+    # The compliance report of the period: signed JSON, text and a standalone page.
+    period = tmp_path / "period.json"
+    args = ("report", "--policy", str(p), "--since", "2026-01-01")
+    cli(*args, "--format", "json", "--out", str(period), env_extra=_env(tmp_path))
+    ok = repo.run("report", "verify", str(period), "--json").json()
+    assert ok["type"] == "drengine compliance report" and ok["snapshots_checked"]
+    section = json.loads(period.read_text())["document"]["policies"][0]
+    assert section["status"] == "met" and section["drills"] == {
+        "run": 1, "passed": 1, "failed": 0, "target_missed": 0
+    }  # fmt: skip
+    assert section["evidence"]["reports"][0]["id"] == listed[0]["id"]
+    text = cli(*args, env_extra=_env(tmp_path)).out
+    assert "The system met its targets" in text and "sys1" in text
+    cli(*args, "--format", "html", "--out", str(tmp_path / "r.html"), env_extra=_env(tmp_path))
+    assert "The system met its targets" in (tmp_path / "r.html").read_text()
 
 
 def _run_the_documented_check(report: Path, key_id: str) -> None:
@@ -130,6 +145,14 @@ def test_a_changed_digit_or_another_repositorys_key_fails_verification(
     other_key = other.run("report", "key", "--json").json()["public_key"]
     r = cli("report", "verify", str(good), "--key", other_key, check_code=22)
     assert "not by the key given" in r.err
+    # A stored report damaged in storage: check names it, listings go on without it.
+    (stored,) = (repo.path / "reports").iterdir()
+    stored.chmod(0o644)
+    data = bytearray(stored.read_bytes())
+    data[len(data) // 2] ^= 1
+    stored.write_bytes(bytes(data))
+    assert stored.name in repo.run("check", check_code=1).output
+    assert repo.run("report", "list", "--json").json() == []
     garbage = tmp_path / "garbage.json"
     garbage.write_text("{not json")
     assert (
