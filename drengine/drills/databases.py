@@ -24,7 +24,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 from urllib.parse import urlsplit
 
-from drengine.core.errors import DrengineError
+from drengine.core.errors import Cancelled, DrengineError
 from drengine.core.phases import Phases
 from drengine.drills.sandbox import Sandbox
 from drengine.policy.model import Drill, DrillCheck
@@ -143,6 +143,8 @@ def drill_postgresql(
             try:
                 made.append(db)
                 done = restore_databases(one, urlsplit(url), chunks_of, opts)[0]
+            except Cancelled:
+                raise
             except DrengineError as e:
                 tables = ", ".join(sorted(record.get("tables", {}))[:10]) or "no tables"
                 checks.append(check("postgresql", "restore", shown, False,
@@ -172,6 +174,8 @@ def _pg_globals(url: str, chunks_of: ChunksOf, phases: Phases) -> Check:
     try:
         with phases.span("load"):
             code, err = feed(argv, chunks_of("/postgresql/globals.sql"), target.env("postgres"))
+    except Cancelled:
+        raise
     except DrengineError as e:
         return check("postgresql", "roles and tablespaces", "globals", False, str(e))
     failed = [e for e in err if "ERROR" in e]
@@ -271,6 +275,8 @@ def drill_mysql(
             url = server.url(db)
         try:
             done = restore_mysql(part, urlsplit(url), chunks_of, LoadOptions(phases=phases))[0]
+        except Cancelled:
+            raise
         except DrengineError as e:
             tables = ", ".join(sorted(part.get("tables", {}))[:10]) or "no tables"
             return [check("mysql", "restore", shown, False, f"{e} (affected tables: {tables})")]

@@ -13,10 +13,11 @@ from __future__ import annotations
 import hashlib
 import os
 import sqlite3
+import threading
 from pathlib import Path
 from typing import Any
 
-from drengine.core.errors import DrengineError
+from drengine.core.errors import Cancelled, DrengineError
 from drengine.core.model import Snapshot
 from drengine.core.phases import Phases
 from drengine.core.progress import Progress
@@ -31,7 +32,12 @@ _READ = 1 << 20
 
 
 def restore_local(
-    repo: Repository, snap: Snapshot, root: Path, paths: list[str], phases: Phases
+    repo: Repository,
+    snap: Snapshot,
+    root: Path,
+    paths: list[str],
+    phases: Phases,
+    cancel: threading.Event | None = None,
 ) -> tuple[list[Check], int, int]:
     """Restore ``paths`` of the snapshot below ``root`` and check what was written:
     (checks, bytes restored, files restored)."""
@@ -39,9 +45,11 @@ def restore_local(
     if short:
         return [check("files", "sandbox space", str(root), False, short)], 0, 0
     whole = set(paths) == set(snap.paths)
-    restorer = Restorer(repo, str(root), [] if whole else paths, Progress(), phases)
+    restorer = Restorer(repo, str(root), [] if whole else paths, Progress(), phases, cancel)
     try:
         result = restorer.run(snap)
+    except Cancelled:
+        raise
     except DrengineError as e:
         return [check("files", "restore", "snapshot", False, str(e))], 0, 0
     prefix = str(root)

@@ -91,11 +91,11 @@ def restore_and_verify(
     root = box.dir("restore")
     if local:
         stop_if_cancelled()
-        checks, out.bytes, out.files = restore_local(repo, snap, root, local, phases)
+        checks, out.bytes, out.files = restore_local(repo, snap, root, local, phases, cancel)
         out.checks += checks
 
     def chunks(path: str) -> Iterator[bytes]:
-        return verified_chunks(repo, snap, path, phases)
+        return verified_chunks(repo, snap, path, phases, cancel)
 
     for part in snap.parts:
         stop_if_cancelled()

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
@@ -65,9 +66,11 @@ class Restorer:
         includes: list[str],
         progress: Progress,
         phases: Phases = NO_PHASES,
+        cancel: threading.Event | None = None,
     ) -> None:
         self.repo = repo
         self.phases = phases
+        self.cancel = cancel
         self.target = os.path.abspath(os.fsencode(target))
         self.includes = [split_path(p) for p in includes]
         self.progress = progress
@@ -194,7 +197,7 @@ class Restorer:
 
         writer = FileWriter(
             self.repo, dirs, self.temp, self.progress, fail, is_root=self.is_root,
-            phases=self.phases,
+            phases=self.phases, cancel=self.cancel,
         )  # fmt: skip
         # Files of one blob are restored in batches: one ranged read of a pack serves many
         # (and the files of one directory mostly share a pack). Larger files stream their

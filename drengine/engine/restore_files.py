@@ -12,12 +12,13 @@ from __future__ import annotations
 import contextlib
 import itertools
 import os
+import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
 import blake3
 
-from drengine.core.errors import DrengineError, IntegrityError
+from drengine.core.errors import Cancelled, DrengineError, IntegrityError
 from drengine.core.model import Node
 from drengine.core.phases import NO_PHASES, Phases
 from drengine.core.progress import Progress
@@ -67,6 +68,7 @@ class FileWriter:
         *,
         is_root: bool,
         phases: Phases = NO_PHASES,
+        cancel: threading.Event | None = None,
     ) -> None:
         self.repo = repo
         self.dirs = dirs
@@ -75,6 +77,7 @@ class FileWriter:
         self.fail = fail
         self.is_root = is_root
         self.phases = phases
+        self.cancel = cancel
 
     def write_batch(self, batch: Batch[Entry]) -> None:
         """One ranged read of a pack, then every one-blob file whose blob lies in it. A
@@ -96,6 +99,8 @@ class FileWriter:
 
     def write(self, entry: Entry, fetch: ThreadPoolExecutor | None, data: bytes | None) -> None:
         """Restore one file; ``data`` is its content when the caller already read it."""
+        if self.cancel is not None and self.cancel.is_set():
+            raise Cancelled("the restore was cancelled")
         try:
             dir_fd = self.dirs.acquire(entry.dir)
         except ENTRY_ERRORS as e:

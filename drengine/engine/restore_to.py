@@ -12,13 +12,14 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import threading
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import blake3
 
-from drengine.core.errors import IntegrityError, UsageError
+from drengine.core.errors import Cancelled, IntegrityError, UsageError
 from drengine.core.model import Snapshot
 from drengine.core.phases import NO_PHASES, Phases
 from drengine.engine.blobstream import blob_stream
@@ -32,10 +33,15 @@ log = logging.getLogger(__name__)
 
 
 def verified_chunks(
-    repo: Repository, snap: Snapshot, path: str, phases: Phases = NO_PHASES
+    repo: Repository,
+    snap: Snapshot,
+    path: str,
+    phases: Phases = NO_PHASES,
+    cancel: threading.Event | None = None,
 ) -> Iterator[bytes]:
     """The content of the file at ``path``, blob by blob; the last blob only once the whole
-    stream matches its hashes (``IntegrityError`` otherwise)."""
+    stream matches its hashes (``IntegrityError`` otherwise). ``cancel`` stops it between
+    blobs (``Cancelled``): the loader reading it is then stopped before it can commit."""
     node = find_node(repo, snap, path)
     if node is None or node.type != "file":
         raise UsageError(f"{path} is not a file in snapshot {snap.id[:8]}")
@@ -50,6 +56,8 @@ def verified_chunks(
     held: bytes | None = None
     with ThreadPoolExecutor(4, thread_name_prefix="fetch") as pool:
         for data in blob_stream(repo, node.content, pool, phases=phases):
+            if cancel is not None and cancel.is_set():
+                raise Cancelled(f"the restore of {path} was cancelled")
             with phases.span("verify"):
                 b3.update(data)
                 sha.update(data)

@@ -127,3 +127,44 @@ def test_many_operations_in_one_process_match_fresh_ones(
     fresh_repo = repo_factory()
     fresh = work(lambda: Repository.open(fresh_repo.backend, repo_password))
     assert same_object == fresh
+
+
+def test_a_drill_cancelled_mid_restore_leaves_no_sandbox_lock_or_report(
+    mem_repo: Repository, tmp_path: Path
+) -> None:
+    from drengine.drills.run import DrillOptions, run_drill
+    from drengine.policy.model import PolicyFile
+    from drengine.repository.reports import report_ids
+
+    src = tmp_path / "src"
+    src.mkdir()
+    for i in range(300):
+        (src / f"f{i}").write_bytes(os.urandom(1000 + i))
+    run_backup(mem_repo, BackupOptions([FileSource([str(src)])], tags=["policy:p"]))
+    pw = tmp_path / "pw"
+    pw.write_text("x\n")
+    boxes = tmp_path / "boxes"
+    p = PolicyFile.model_validate(
+        {"name": "p", "repository": "/unused", "password_file": str(pw), "sources": [str(src)],
+         "schedule": "1h", "retention": {"keep_last": 1},
+         "drill": {"schedule": "1d", "sandbox_dir": str(boxes)}}
+    )  # fmt: skip
+    cancel = threading.Event()
+    restored = list[Path]()
+
+    def watch() -> None:  # SIGTERM in the daemon: the event is set while files are written
+        while not cancel.is_set():
+            restored.extend(boxes.glob("*/restore/**/f*"))
+            if restored:
+                cancel.set()
+
+    t = threading.Thread(target=watch)
+    t.start()
+    try:
+        with pytest.raises(Cancelled):
+            run_drill(p, lambda: mem_repo, DrillOptions(cancel=cancel))
+    finally:
+        cancel.set()
+        t.join()
+    assert restored and not list(boxes.iterdir())
+    assert not list(mem_repo.backend.list("locks/")) and report_ids(mem_repo) == []
