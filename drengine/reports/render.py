@@ -11,6 +11,7 @@ never markup, so all escaping is the templates' (autoescaped) business.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from functools import cache
@@ -183,7 +184,7 @@ class Chart:
     panels: list[Panel]
 
 
-def _xticks(since: datetime, until: datetime, x: Any) -> list[Tick]:
+def _xticks(since: datetime, until: datetime, x: Callable[[datetime], float]) -> list[Tick]:
     """Month starts when the period spans a few months, else five evenly spaced days."""
     months: list[datetime] = []
     t = datetime(since.year, since.month, 1, tzinfo=UTC)
@@ -193,14 +194,18 @@ def _xticks(since: datetime, until: datetime, x: Any) -> list[Tick]:
         t = datetime(t.year + t.month // 12, t.month % 12 + 1, 1, tzinfo=UTC)
     if not 2 <= len(months) <= 13:
         months = [since + (until - since) * i / 4 for i in range(5)]
-    with_year = since.year != until.year or len(months) > 13
+    with_year = since.year != (until - timedelta(microseconds=1)).year
     return [
         Tick(x(t), f"{t.day} {_MONTHS[t.month - 1][:3]}" + (f" {t.year}" if with_year else ""))
         for t in months
     ]
 
 
-def _panel(title: str, top: float, values: list[int], target: int | None) -> tuple[Panel, Any]:
+def _panel(
+    title: str, top: float, values: list[int], target: int | None
+) -> tuple[Panel, Callable[[int], float]]:
+    """A panel with round-figure ticks up to just above the largest value or the target,
+    and the function from a duration to its y."""
     vmax = max([*values, target or 0, 1])
     step = next((s for s in _STEPS_MS if vmax * 1.1 / s <= 4), _STEPS_MS[-1])
     ymax = math.ceil(vmax * 1.1 / step) * step
@@ -209,7 +214,7 @@ def _panel(title: str, top: float, values: list[int], target: int | None) -> tup
     def y(ms: int) -> float:
         return round(bottom - ms / ymax * PANEL_H, 1)
 
-    ticks = [Tick(y(v), seconds(v)) for v in range(0, ymax + 1, step)]
+    ticks = [Tick(y(v), seconds(v) if v else "0") for v in range(0, ymax + 1, step)]
     label = "" if target is None else f"target {seconds(target)}"
     panel = Panel(title, top, bottom, None if target is None else y(target), label, ticks)
     return panel, y
