@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import threading
+from typing import TYPE_CHECKING
 
 import typer
 
@@ -12,20 +13,9 @@ from drengine.cli.render import err_console, human_bytes, print_json, show_progr
 from drengine.cli.state import open_repository
 from drengine.core.errors import UsageError
 from drengine.core.progress import Progress
-from drengine.engine.backup import BackupOptions, run_backup
-from drengine.sources.base import Source
-from drengine.sources.command import CommandSource, StdinSource
-from drengine.sources.excludes import (
-    Excluder,
-    ExcludeRules,
-    parse_size,
-    read_exclude_file,
-    read_files_from,
-    read_files_from_raw,
-    read_files_from_verbatim,
-)
-from drengine.sources.files import FileSource
-from drengine.sources.urls import source_from_url
+
+if TYPE_CHECKING:
+    from drengine.sources.excludes import Excluder, ExcludeRules
 
 EXIT_PARTIAL = 3
 
@@ -76,6 +66,8 @@ def _rules(
     exclude_larger_than: str,
 ) -> ExcludeRules:
     # As restic: the patterns of the files come after those of the command line.
+    from drengine.sources.excludes import ExcludeRules, parse_size, read_exclude_file
+
     patterns = [*exclude]
     for f in exclude_file:
         patterns += read_exclude_file(f, "--exclude-file")
@@ -94,6 +86,12 @@ def _rules(
 def _paths(
     args: list[str], files_from: list[str], verbatim: list[str], raw: list[str]
 ) -> list[str]:
+    from drengine.sources.excludes import (
+        read_files_from,
+        read_files_from_raw,
+        read_files_from_verbatim,
+    )
+
     paths: list[str] = []
     for f in files_from:
         paths += read_files_from(f, warn=_warn)
@@ -180,6 +178,13 @@ def backup(
     json_out: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
 ) -> None:
     """Back up PATHs into a new snapshot."""
+    from drengine.engine.backup import BackupOptions, run_backup
+    from drengine.sources.base import Source
+    from drengine.sources.command import CommandSource, StdinSource
+    from drengine.sources.excludes import Excluder
+    from drengine.sources.files import FileSource
+    from drengine.sources.urls import source_from_url
+
     # Every option is checked before the repository is opened: a typo costs no password.
     rules = _rules(
         exclude,

@@ -10,7 +10,6 @@ from drengine.cli.main import app
 from drengine.cli.render import err_console
 from drengine.cli.state import open_repository
 from drengine.core.errors import DrengineError, UsageError
-from drengine.engine.check import run_check
 
 
 class CheckFailed(DrengineError):
@@ -35,6 +34,8 @@ def check(
     ),
 ) -> None:
     """Check the repository's structure and, optionally, its data."""
+    from drengine.engine.check import run_check
+
     if read_data and read_data_subset:
         raise UsageError("give --read-data or --read-data-subset, not both")
     fraction = 1.0 if read_data else parse_subset(read_data_subset) if read_data_subset else 0.0

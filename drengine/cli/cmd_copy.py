@@ -7,9 +7,6 @@ import typer
 from drengine.cli.main import app
 from drengine.cli.render import err_console, human_bytes, print_json
 from drengine.cli.state import open_repository, read_password, s3_options
-from drengine.engine.copy import run_copy
-from drengine.repository.repo import Repository
-from drengine.storage import open_backend
 
 
 @app.command()
@@ -19,6 +16,10 @@ def copy(
     json_out: bool = typer.Option(False, "--json", help="Print the result as JSON."),
 ) -> None:
     """Copy snapshots into another repository (its password: DRENGINE_TO_PASSWORD*)."""
+    from drengine.engine.copy import run_copy
+    from drengine.repository.repo import Repository
+    from drengine.storage import open_backend
+
     src = open_repository()
     backend = open_backend(to, s3_options())
     Repository.probe(backend)

@@ -35,7 +35,7 @@ def daemon(
     ),
     log_json: bool = typer.Option(False, "--log-json", help="Log JSON lines."),
 ) -> None:
-    """Run every policy's backup, prune and check on its schedules (stop with SIGTERM)."""
+    """Run every policy's backup, prune, check and drill on its schedules (stop with SIGTERM)."""
     from drengine.scheduler.daemon import Daemon, DaemonOptions
     from drengine.scheduler.state import default_state_path
 

@@ -10,7 +10,6 @@ from drengine.cli.main import app
 from drengine.cli.state import open_repository
 from drengine.core.errors import OutputClosed, UsageError
 from drengine.core.model import Snapshot
-from drengine.engine.dump import run_dump
 
 
 def _only_stream(snap: Snapshot) -> str:
@@ -37,6 +36,8 @@ def dump(
     ),
 ) -> None:
     """Write a file or stream from a snapshot to standard output."""
+    from drengine.engine.dump import run_dump
+
     repo = open_repository()
     snap = repo.find_snapshot(snapshot)
     if not path:

@@ -4,26 +4,19 @@ from __future__ import annotations
 
 import contextlib
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
-from rich.table import Table
 
 from drengine.cli.main import app
 from drengine.cli.render import out_console, print_json
 from drengine.cli.state import open_repository
 from drengine.core.model import Snapshot
-from drengine.engine.forget import (
-    Duration,
-    GroupDecision,
-    Policy,
-    parse_count,
-    parse_duration,
-    parse_group_by,
-    parse_taglist,
-)
-from drengine.engine.prune import run_prune
-from drengine.engine.retention import ForgetOptions, run_forget
+
+if TYPE_CHECKING:
+    from rich.table import Table
+
+    from drengine.engine.forget import GroupDecision, Policy
 
 
 def _count(flag: str, short: str, period: str) -> Any:
@@ -58,6 +51,8 @@ def _decision_json(d: GroupDecision) -> dict[str, object]:
 
 
 def _table(rows: list[tuple[Snapshot, tuple[str, ...] | None]]) -> Table:
+    from rich.table import Table
+
     table = Table(box=None)
     with_reasons = any(r is not None for _, r in rows)
     cols = ["ID", "Time", "Host", "Tags", *(["Reasons"] if with_reasons else []), "Paths"]
@@ -127,6 +122,17 @@ def forget(
     prune: bool = typer.Option(False, "--prune", help="Run prune if snapshots were removed."),
 ) -> None:
     """Remove snapshots by a policy (--keep-*) applied to each group, or by ID."""
+    from drengine.engine.forget import (
+        Duration,
+        Policy,
+        parse_count,
+        parse_duration,
+        parse_group_by,
+        parse_taglist,
+    )
+    from drengine.engine.prune import run_prune
+    from drengine.engine.retention import ForgetOptions, run_forget
+
     policy = Policy(
         last=parse_count(keep_last, "--keep-last"),
         hourly=parse_count(keep_hourly, "--keep-hourly"),

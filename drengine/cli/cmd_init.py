@@ -8,9 +8,6 @@ from drengine.cli.main import app
 from drengine.cli.state import kdf_params, read_password, repo_url, s3_options
 from drengine.core.errors import UsageError
 from drengine.crypto.keys import DEFAULT_KDF_ITERATIONS, DEFAULT_KDF_MEMORY_KIB
-from drengine.repository.config import MAX_OBJECT_LOCK_DAYS, OBJECT_LOCK_MODES, Settings
-from drengine.repository.repo import Repository
-from drengine.storage import open_backend
 
 
 @app.command()
@@ -31,6 +28,10 @@ def init(
     ),
 ) -> None:
     """Create a new repository."""
+    from drengine.repository.config import Settings
+    from drengine.repository.repo import Repository
+    from drengine.storage import open_backend
+
     if not 0 <= compression_level <= 22:
         raise UsageError("--compression-level must be between 0 and 22")
     if not 1 <= pack_size <= 512:
@@ -62,6 +63,8 @@ def init(
 
 def _object_lock_mode(mode: str, days: int) -> str:
     """The checked mode ("" for none); the two options only make sense together."""
+    from drengine.repository.config import MAX_OBJECT_LOCK_DAYS, OBJECT_LOCK_MODES
+
     mode = mode.strip().upper()
     if mode and mode not in OBJECT_LOCK_MODES:
         raise UsageError("--object-lock-mode takes GOVERNANCE or COMPLIANCE")

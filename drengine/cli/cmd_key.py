@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import typer
 
 from drengine.cli.main import app
@@ -9,7 +11,10 @@ from drengine.cli.render import out_console, print_json
 from drengine.cli.state import kdf_params, open_repository, read_new_password
 from drengine.core.errors import ObjectNotFound, UsageError
 from drengine.crypto.keys import DEFAULT_KDF_ITERATIONS, DEFAULT_KDF_MEMORY_KIB
-from drengine.repository.repo import Repository
+
+if TYPE_CHECKING:
+    from drengine.repository.repo import Repository
+
 
 key_app = typer.Typer(help="Manage key files (passwords).", no_args_is_help=True)
 app.add_typer(key_app, name="key")

@@ -14,7 +14,6 @@ from drengine.cli.render import err_console, print_json, write_stdout
 from drengine.cli.state import open_repository
 from drengine.core.errors import IntegrityError
 from drengine.core.model import Node
-from drengine.engine.tree_paths import list_entries
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
@@ -74,6 +73,8 @@ def ls(
     json_out: bool = typer.Option(False, "--json", help="Print a JSON array."),
 ) -> None:
     """List files and directories in a snapshot."""
+    from drengine.engine.tree_paths import list_entries
+
     repo = open_repository()
     snap = repo.find_snapshot(snapshot)
     repo.load_index()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from typing import TYPE_CHECKING
 
 import typer
 
@@ -10,7 +11,9 @@ from drengine.cli.main import app
 from drengine.cli.render import err_console, human_bytes, print_json
 from drengine.cli.state import open_repository
 from drengine.core.errors import UsageError
-from drengine.engine.prune import PruneResult, run_prune
+
+if TYPE_CHECKING:
+    from drengine.engine.prune import PruneResult
 
 
 def report_prune(res: PruneResult, json_out: bool = False) -> None:
@@ -51,6 +54,8 @@ def prune(
     json_out: bool = typer.Option(False, "--json", help="Print the result as JSON."),
 ) -> None:
     """Remove data no snapshot references (takes an exclusive lock)."""
+    from drengine.engine.prune import run_prune
+
     if not 0 <= max_unused <= 100:
         raise UsageError("--max-unused takes a percentage from 0 to 100")
     repo = open_repository()

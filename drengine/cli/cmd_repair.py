@@ -9,8 +9,6 @@ import typer
 from drengine.cli.main import app
 from drengine.cli.render import err_console, print_json
 from drengine.cli.state import open_repository
-from drengine.engine.repair_index import run_repair_index
-from drengine.engine.repair_snapshots import run_repair_snapshots
 
 repair_app = typer.Typer(help="Repair a damaged repository.", no_args_is_help=True)
 app.add_typer(repair_app, name="repair")
@@ -30,6 +28,8 @@ def repair_index(
     json_out: bool = typer.Option(False, "--json", help="Print the result as JSON."),
 ) -> None:
     """Rebuild the index from the packs' own blob lists (exclusive lock)."""
+    from drengine.engine.repair_index import run_repair_index
+
     res = run_repair_index(open_repository(), read_all=read_all_packs, say=_say)
     if json_out:
         print_json(dataclasses.asdict(res))
@@ -58,6 +58,8 @@ def repair_snapshots(
     json_out: bool = typer.Option(False, "--json", help="Print the result as JSON."),
 ) -> None:
     """Rewrite snapshots that reference lost data, keeping what is left (exclusive lock)."""
+    from drengine.engine.repair_snapshots import run_repair_snapshots
+
     repo = open_repository()
     ids = [repo.find_snapshot(s).id for s in snapshot] if snapshot else None
     res = run_repair_snapshots(repo, ids, forget=forget, dry_run=dry_run, say=_say)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from typing import TYPE_CHECKING
 
 import typer
 
@@ -13,11 +14,11 @@ from drengine.core.errors import RestoreError, UsageError
 from drengine.core.model import Snapshot
 from drengine.core.phases import Phases
 from drengine.core.progress import Progress
-from drengine.engine.restore import RestoreResult, run_restore
-from drengine.engine.restore_to import finish_restored, run_restore_to
-from drengine.repository.repo import Repository
-from drengine.sources.base import LoadOptions
-from drengine.sources.urls import redact, split_url
+
+if TYPE_CHECKING:
+    from drengine.engine.restore import RestoreResult
+    from drengine.repository.repo import Repository
+    from drengine.sources.base import LoadOptions
 
 
 def _problems(items: list[dict[str, str]], key: str) -> list[dict[str, str]]:
@@ -48,6 +49,9 @@ def _open(snapshot: str, phases: Phases) -> tuple[Repository, Snapshot]:
 
 
 def _restore_to(snapshot: str, url: str, opts: LoadOptions, json_out: bool) -> None:
+    from drengine.engine.restore_to import run_restore_to
+    from drengine.sources.urls import redact, split_url
+
     split_url(url)  # a malformed URL costs no password
     repo, snap = _open(snapshot, opts.phases)
     loaded = run_restore_to(repo, snap, url, opts)
@@ -98,6 +102,10 @@ def restore(
     json_out: bool = typer.Option(False, "--json", help="Print a JSON summary."),
 ) -> None:
     """Restore a snapshot into a directory (verifying every file), or a dump into a server."""
+    from drengine.engine.restore import run_restore
+    from drengine.engine.restore_to import finish_restored
+    from drengine.sources.base import LoadOptions
+
     phases = Phases()  # the same phases a drill measures (docs/drills.md)
     if to:
         opts = LoadOptions(jobs, clean, no_owner, confirm_device, phases=phases)

@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import typer
-from rich.table import Table
 
 from drengine.cli.main import app
 from drengine.cli.render import human_bytes, out_console, print_json
 from drengine.cli.state import open_repository
 from drengine.core.model import Snapshot
-from drengine.engine.forget import matches_filter, parse_taglist
 
 
 def snapshot_json(s: Snapshot) -> dict[str, object]:
@@ -50,6 +48,10 @@ def snapshots(
     json_out: bool = typer.Option(False, "--json", help="Print a JSON array."),
 ) -> None:
     """List the snapshots in the repository, oldest first."""
+    from rich.table import Table
+
+    from drengine.engine.forget import matches_filter, parse_taglist
+
     repo = open_repository()
     # The same filter as forget's, so a preview with snapshots shows what forget considers.
     taglists = [parse_taglist(t) for t in tag]

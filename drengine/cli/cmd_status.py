@@ -8,7 +8,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import typer
-from rich.table import Table
 
 from drengine.cli.main import app
 from drengine.cli.render import err_console, out_console, print_json
@@ -32,6 +31,8 @@ def status(
     json_out: bool = typer.Option(False, "--json", help="Print a JSON array."),
 ) -> None:
     """Each policy's last and next backup, RPO age against its target, and failures."""
+    from rich.table import Table
+
     from drengine.policy.load import PolicyInvalid, load_policy
     from drengine.policy.schedule import next_runs, parse_schedule
     from drengine.scheduler.run import rpo_age

@@ -9,7 +9,6 @@ import typer
 from drengine.cli.main import app
 from drengine.cli.render import err_console
 from drengine.cli.state import open_repository
-from drengine.repository.locks import Locks
 
 
 @app.command()
@@ -19,6 +18,8 @@ def unlock(
     ),
 ) -> None:
     """Remove stale locks (not refreshed for 30 minutes, or of a dead process on this host)."""
+    from drengine.repository.locks import Locks
+
     repo = open_repository()
     locks = Locks(repo)
     removed = 0

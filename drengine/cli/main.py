@@ -24,6 +24,8 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    # Plain help text, as click prints it: rich's boxes cost start-up time on every --help.
+    rich_markup_mode=None,
 )
 
 

@@ -8,17 +8,45 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any
-
-from rich.console import Console
+from typing import TYPE_CHECKING, Any
 
 from drengine.core.errors import OutputClosed
 from drengine.core.progress import Progress
 from drengine.core.streams import flush_all, write_all
 
+if TYPE_CHECKING:
+    from rich.console import Console
+
+
+class _LazyConsole:
+    """A rich console made on first use: rich costs start-up time that ``--version``,
+    ``--help`` and JSON output never need."""
+
+    def __init__(self, **options: Any) -> None:
+        self._options = options
+        self._console: Console | None = None
+
+    def _get(self) -> Console:
+        if self._console is None:
+            from rich.console import Console
+
+            self._console = Console(**self._options)
+        return self._console
+
+    def print(self, *objects: Any, **kwargs: Any) -> None:
+        self._get().print(*objects, **kwargs)
+
+    @property
+    def is_terminal(self) -> bool:
+        return self._get().is_terminal
+
+    def status(self, text: str) -> Any:
+        return self._get().status(text)
+
+
 # soft_wrap: a message stays one line when stderr is a log file or a pipe (scripts grep it).
-err_console = Console(stderr=True, highlight=False, soft_wrap=True)
-out_console = Console(highlight=False)
+err_console = _LazyConsole(stderr=True, highlight=False, soft_wrap=True)
+out_console = _LazyConsole(highlight=False)
 
 
 def print_json(obj: Any) -> None:

@@ -7,13 +7,17 @@ import math
 import os
 import sys
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from drengine.core.errors import UsageError
 from drengine.core.passwords import password_from_command, password_from_file
-from drengine.crypto.keys import KdfParams, check_kdf
-from drengine.repository.repo import Repository
-from drengine.storage import open_backend
-from drengine.storage.options import S3Options
+
+# The repository, storage and crypto layers (numpy, boto3, cryptography) load when a
+# command opens a repository, not for --help or --version.
+if TYPE_CHECKING:
+    from drengine.crypto.keys import KdfParams
+    from drengine.repository.repo import Repository
+    from drengine.storage.options import S3Options
 
 
 @dataclass
@@ -57,6 +61,8 @@ def read_new_password() -> bytes:
 
 def s3_options() -> S3Options:
     """The DRENGINE_S3_* environment with the --s3-* flags over it."""
+    from drengine.storage.options import S3Options
+
     return S3Options.from_env(os.environ).with_given(**STATE.s3_flags)
 
 
@@ -68,6 +74,9 @@ def repo_url() -> str:
 
 
 def open_repository() -> Repository:
+    from drengine.repository.repo import Repository
+    from drengine.storage import open_backend
+
     backend = open_backend(repo_url(), s3_options())
     Repository.probe(backend)
     repo = Repository.open(backend, read_password())
@@ -77,6 +86,8 @@ def open_repository() -> Repository:
 
 def kdf_params(memory_mib: int, iterations: int) -> KdfParams:
     """Argon2id parameters from --kdf-memory-mib/--kdf-iterations, checked as readers do."""
+    from drengine.crypto.keys import KdfParams, check_kdf
+
     params = KdfParams(memory_kib=memory_mib * 1024, iterations=iterations)
     try:
         check_kdf(params)
