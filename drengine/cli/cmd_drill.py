@@ -33,6 +33,10 @@ def run(
     from drengine.scheduler.drill_job import run_policy_drill, write_whole
     from drengine.scheduler.state import StateDB, default_state_path
 
+    if out and (Path(out).is_dir() or not Path(out).parent.is_dir()):
+        from drengine.core.errors import UsageError
+
+        raise UsageError(f"--out {out}: give a file in an existing directory")
     p = policy_or_exit(policy)
     state = StateDB(Path(state_file) if state_file else default_state_path())
     try:

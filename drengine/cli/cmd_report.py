@@ -106,6 +106,12 @@ def verify(
         print_json(res)
         return
     typer.echo(f"{file}: signature valid, signed by {res['fingerprint']}")
+    what = "drill report" if res["type"] == "drengine drill report" else "compliance report"
+    typer.echo(
+        f"  {what}" + (f" of policy {res['policy']}" if res["policy"] else "")
+        + (f", verdict {res['verdict']}" if res["verdict"] else "")
+        + f", {res['finished']}"
+    )  # fmt: skip
     if res["snapshots_checked"]:
         typer.echo(f"  the {len(res['snapshots'])} snapshots it names are in the repository")
     else:

@@ -69,11 +69,15 @@ def build_report(
             history = None
             if state is not None and state.first_start(p.name) is not None:
                 jobs = state.jobs_between(p.name, "backup", start.timestamp(), end.timestamp())
-                ok = [j for j in jobs if j.outcome in ("success", "partial") and j.ended]
                 history = History(
                     run=len(jobs),
                     failed=sum(1 for j in jobs if j.outcome == "failure"),
-                    success_times=[datetime.fromtimestamp(j.ended or 0, UTC) for j in ok],
+                    # All of them, not only the period's: a gap open when it began counts.
+                    success_times=[
+                        datetime.fromtimestamp(t, UTC)
+                        for t in state.backup_times(p.name)
+                        if t < end.timestamp()
+                    ],
                 )
             sections.append(policy_section(p, repo, start, end, history))
     finally:

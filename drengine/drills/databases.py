@@ -18,13 +18,15 @@ other checks of the drill, so the report lists everything that is wrong.
 
 from __future__ import annotations
 
+import os
 import secrets
 import subprocess
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from drengine.core.errors import Cancelled, DrengineError
+from drengine.core.errors import Cancelled, DrengineError, DrillFailed
 from drengine.core.phases import Phases
 from drengine.drills.sandbox import Sandbox
 from drengine.policy.model import Drill, DrillCheck
@@ -100,6 +102,27 @@ def _loaded(kind: str, done: dict[str, Any], shown: str) -> list[Check]:
     return out
 
 
+def _reached(url: str, sql: str, data: Path) -> None:
+    """``DrillFailed`` unless the server ``url`` reaches keeps its data in ``data``: a
+    drill must load into its own throwaway server, never one the environment points to."""
+    if url.startswith("mysql"):
+        rows = _my_query(url, sql)
+    else:
+        from drengine.sources.pg_session import PgTarget, Psql
+
+        s = Psql(PgTarget.from_url(urlsplit(url)), "postgres")
+        try:
+            rows = s.query(sql)
+        finally:
+            s.close()
+    got = rows[0][0] if rows and rows[0] else ""
+    if os.path.realpath(got.rstrip("/")) != os.path.realpath(data):
+        raise DrillFailed(
+            f"the sandbox URL reached a server whose data is in {got!r}, not the sandbox's "
+            f"{data}: refusing to load anything into it"
+        )
+
+
 # ---- PostgreSQL ---------------------------------------------------------------------------
 
 
@@ -128,6 +151,7 @@ def drill_postgresql(
                 server = PgSandbox(sandbox.dir("db"), major, drill.sandbox_user if drill else None)
                 try:
                     server.start()
+                    _reached(server.url(), "SELECT current_setting('data_directory')", server.data)
                 except DrengineError as e:
                     return [check("postgresql", "sandbox server", "throwaway", False, str(e))]
             base_url = server.url()
@@ -195,7 +219,9 @@ def _pg_amcheck(url: str, shown: str) -> Check:
     try:
         argv = [tool("pg_amcheck"), "--no-password", "--install-missing", "--heapallindexed"]
     except DrengineError:
-        return check("postgresql", "pg_amcheck", shown, True, "not run: pg_amcheck not installed")
+        # A check that did not run proves nothing: it must not read as passed.
+        why = "not run: pg_amcheck (PostgreSQL 14 or newer) is not installed here"
+        return check("postgresql", "pg_amcheck", shown, False, why)
     out = subprocess.run(
         [*argv, "-d", target.database], env=target.env(), capture_output=True, text=True
     )
@@ -270,6 +296,7 @@ def drill_mysql(
                 )
                 try:
                     server.start()
+                    _reached(server.url(), "SELECT @@datadir", server.data)
                 except DrengineError as e:
                     return [check("mysql", "sandbox server", "throwaway", False, str(e))]
             url = server.url(db)

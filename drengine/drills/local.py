@@ -68,7 +68,7 @@ def restore_local(
         if bad:
             detail += f"; {len(bad)} problems, first: {bad[0]['path']}: {bad[0]['problem']}"
         checks.append(check("files", "content hashes", "files", not bad, detail))
-        checks.append(_counts(snap, tree.files, tree.bytes, tree.dirs))
+        checks.append(_counts(snap, tree.files, tree.bytes, tree.dirs, tree.names - tree.verified))
     return checks, result.bytes, result.files
 
 
@@ -116,10 +116,13 @@ def _restore_errors(errors: list[dict[str, str]]) -> list[Check]:
     return checks
 
 
-def _counts(snap: Snapshot, files: int, size: int, dirs: int) -> Check:
+def _counts(snap: Snapshot, files: int, size: int, dirs: int, absent: int) -> Check:
+    """The snapshot's entries against its summary, and all of them on the sandbox's disk."""
     want_files = snap.summary.get("files_total")
     want_bytes = snap.summary.get("bytes_total")
-    wrong = []
+    wrong = (
+        [f"{absent} of the snapshot's files are not in the sandbox as recorded"] if absent else []
+    )
     if isinstance(want_files, int) and want_files != files:
         wrong.append(f"{files} files where the summary says {want_files}")
     if isinstance(want_bytes, int) and want_bytes != size:

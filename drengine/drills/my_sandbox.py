@@ -8,8 +8,9 @@ not run as root. Every server tool and client gets ``--no-defaults``, so nothing
 host's option files (``/etc/mysql``, an admin's ``~/.my.cnf`` with production credentials)
 applies to the sandbox; the URL carries ``?no_defaults`` for drengine's own clients.
 
-As root, the server runs as ``run_as``, else ``mysql``, else ``nobody`` (``--user``: it
-drops root itself); ``BASE`` gets its search bits so that user can reach its directory.
+As root, the server runs as ``run_as``, else ``nobody`` (not ``mysql``, who owns the
+production data; ``--user``: it drops root itself); ``BASE`` gets its search bits so that
+user can reach its directory.
 """
 
 from __future__ import annotations

@@ -6,11 +6,12 @@ port, only on a Unix socket in that directory, and trusts local connections: not
 outside the sandbox can reach it, and no credential is needed or exposed. ``fsync`` stays
 on, so the measured restore time is one a real server would show.
 
-PostgreSQL refuses to run as root; as root the server runs as ``run_as``, else
-``postgres``, else ``nobody``. That user owns ``BASE/postgresql`` and must be able to reach
-it, so ``BASE`` gets its search bits (0700 becomes 0711: others may pass through, not
-list it). The newest installed server is used; one older than the dump is refused (a dump
-loads only into its own major version or a newer one).
+PostgreSQL refuses to run as root; as root the server runs as ``run_as``, else ``nobody``
+(never ``postgres`` by default: it owns the production clusters). That user owns
+``BASE/postgresql`` and must be able to reach it, so ``BASE`` gets its search bits (0700
+becomes 0711: others may pass through, not list it). The newest installed server is used;
+one older than the dump is refused (a dump loads only into its own major version or a
+newer one).
 
 A drill killed with SIGKILL leaves its server running: ``cleanup_stale`` stops it before
 the sandbox is removed.
@@ -123,7 +124,7 @@ class PgSandbox:
     def url(self, database: str = "") -> str:
         """A URL for drengine's PostgreSQL loader and clients (``PgTarget.from_url``)."""
         query = {"host": str(self.socket_dir), "port": PORT, "user": SUPERUSER,
-                 "sslmode": "disable"}  # fmt: skip
+                 "sslmode": "disable", "no_env": ""}  # fmt: skip
         return f"postgresql:///{quote(database, safe='')}?{urlencode(query, quote_via=quote)}"
 
     def stop(self) -> None:

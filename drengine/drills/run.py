@@ -19,7 +19,13 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from drengine.core.errors import Cancelled, DrillFailed, TargetMissed
+from drengine.core.errors import (
+    Cancelled,
+    DrillFailed,
+    SnapshotNotFound,
+    TargetMissed,
+    UsageError,
+)
 from drengine.core.model import Snapshot
 from drengine.core.phases import Phases
 from drengine.drills.databases import Check, drill_mysql, drill_postgresql, unrunnable_checks
@@ -57,13 +63,20 @@ class Restored:
 def select_snapshot(repo: Repository, p: PolicyFile, opts: DrillOptions) -> tuple[Snapshot, str]:
     """The snapshot to drill and how it was chosen (``latest``, ``random`` or ``given``)."""
     how = opts.snapshot or (p.drill.snapshot if p.drill else "latest")
-    if how not in ("latest", "random"):
-        return repo.find_snapshot(how), "given"
     tag = f"policy:{p.name}"
+    if how not in ("latest", "random"):
+        snap = repo.find_snapshot(how)
+        if tag not in snap.tags:
+            # Its proof would count for this policy's RPO and evidence.
+            raise UsageError(
+                f"snapshot {snap.id[:8]} is not one of policy {p.name}'s (it lacks the tag "
+                f"{tag}): drill it with its own policy"
+            )
+        return snap, "given"
     snaps = [s for s in repo.snapshots() if tag in s.tags]
     if not snaps:
-        raise DrillFailed(
-            f"policy {p.name} has no snapshots in {repo.location} (tagged {tag}) to drill"
+        raise SnapshotNotFound(
+            f"policy {p.name} has no readable snapshots in {repo.location} (tagged {tag}) to drill"
         )
     if how == "latest":
         return snaps[-1], how

@@ -23,7 +23,7 @@ import tempfile
 from pathlib import Path
 from types import TracebackType
 
-from drengine.core.errors import DrillFailed
+from drengine.core.errors import DrengineError
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +48,7 @@ class Sandbox:
             self.base.mkdir(parents=True, exist_ok=True)
             self.path = Path(tempfile.mkdtemp(prefix=f"{PREFIX}{self.policy}-", dir=self.base))
         except OSError as e:
-            raise DrillFailed(
+            raise DrengineError(
                 f"cannot make the drill's sandbox in {self.base}: {e.strerror or e}"
             ) from None
         self._made = True
@@ -84,9 +84,14 @@ def remove(path: Path) -> None:
     stop_postgres(path)
     stop_mysql(path)
 
+    top = os.path.realpath(path)
+
     def retry(func: object, p: str, exc: object) -> None:
+        parent = os.path.dirname(p)
+        if not os.path.realpath(parent).startswith(top):
+            return  # never touch anything above the sandbox (it may be /var/tmp)
         with contextlib.suppress(OSError):
-            os.chmod(os.path.dirname(p), stat.S_IRWXU)
+            os.chmod(parent, stat.S_IRWXU)
             if os.path.isdir(p) and not os.path.islink(p):
                 os.rmdir(p)
             else:
@@ -120,6 +125,11 @@ def remove_stale(base: Path) -> list[Path]:
     host = socket.gethostname()
     for p in candidates:
         try:
+            st = p.lstat()
+            # Only sandboxes we made: ours, and writable by no one else (in /var/tmp anyone
+            # can make a directory of that name to have a drill act on it).
+            if st.st_uid != os.geteuid() or st.st_mode & 0o022 or not stat.S_ISDIR(st.st_mode):
+                continue
             owner = json.loads((p / _OWNER).read_text())
             if owner.get("host") != host or _alive(int(owner["pid"])):
                 continue

@@ -20,10 +20,11 @@ from drengine.core.errors import DrillFailed
 
 def server_user(run_as: str | None, default: str) -> pwd.struct_passwd | None:
     """Who a sandbox server runs as: None (ourselves) unless we are root; then ``run_as``,
-    else ``default`` if that user exists, else ``nobody``."""
+    else ``nobody``. Not ``postgres``/``mysql`` by default: on a database host they own the
+    production data, and a restored dump's code runs as the sandbox server's user."""
     if os.geteuid() != 0:
         return None
-    for name in [run_as] if run_as else [default, "nobody"]:
+    for name in [run_as] if run_as else ["nobody", default]:
         with contextlib.suppress(KeyError):
             return pwd.getpwnam(name)
     raise DrillFailed(f"the drill's sandbox user {run_as or 'nobody'!r} does not exist here")

@@ -162,7 +162,7 @@ class Targets(_Strict):
 
 
 class DrillCheck(_Strict):
-    sql: str
+    sql: Annotated[str, Field(min_length=1)]
     expect: str  # the result as text: fields joined by tabs, rows by newlines
     # Where it runs: a database kind of the snapshot (default: its one database kind) and,
     # for a snapshot of several databases, which one (default: the only or first one).
@@ -170,13 +170,16 @@ class DrillCheck(_Strict):
     database: str | None = None
 
 
-def _scratch_server(v: str | None) -> str | None:
-    if v is None:
-        return v
+def _scratch_server(v: str, schemes: tuple[str, ...]) -> str:
+    from drengine.sources.my_session import MyTarget
+    from drengine.sources.pg_session import PgTarget
     from drengine.sources.urls import split_url
 
     try:
         u = split_url(v)
+        if u.scheme not in schemes:
+            raise UsageError(f"{v}: give a {schemes[0]}:// URL here")
+        (PgTarget if schemes[0] == "postgresql" else MyTarget).from_url(u)  # its options
     except UsageError as e:
         raise ValueError(str(e)) from None
     if u.path.strip("/"):
@@ -186,9 +189,19 @@ def _scratch_server(v: str | None) -> str | None:
     return v
 
 
-def _absolute(v: str | None) -> str | None:
-    if v is not None and not os.path.isabs(v):
+def _scratch_pg(v: str) -> str:
+    return _scratch_server(v, ("postgresql", "postgres"))
+
+
+def _scratch_my(v: str) -> str:
+    return _scratch_server(v, ("mysql", "mariadb"))
+
+
+def _sandbox_dir(v: str) -> str:
+    if not os.path.isabs(v):
         raise ValueError(f"{v!r} must be an absolute path")
+    if os.path.exists(v) and not os.path.isdir(v):
+        raise ValueError(f"{v} is not a directory")
     return v
 
 
@@ -197,10 +210,10 @@ class Drill(_Strict):
     snapshot: Literal["latest", "random"] = "latest"
     checks: list[DrillCheck] = []
     # Where the sandbox goes (default DRENGINE_DRILL_DIR, else /var/tmp).
-    sandbox_dir: Annotated[str, AfterValidator(_absolute)] | None = None
+    sandbox_dir: Annotated[str, AfterValidator(_sandbox_dir)] | None = None
     # Servers for scratch databases, instead of throwaway servers started in the sandbox.
-    postgresql: Annotated[str, AfterValidator(_scratch_server)] | None = None
-    mysql: Annotated[str, AfterValidator(_scratch_server)] | None = None
+    postgresql: Annotated[str, AfterValidator(_scratch_pg)] | None = None
+    mysql: Annotated[str, AfterValidator(_scratch_my)] | None = None
     # The OS user throwaway servers run as when drengine runs as root.
     sandbox_user: str | None = None
 

@@ -8,8 +8,9 @@ immutability; and the evidence: snapshot IDs and the digest of each drill report
 of its canonical signed form, so a reviewer can match every report file to this page).
 
 A policy *met* its targets when at least one drill in the period passed, no drill failed
-or missed a target, and the RPO gap stayed within its target. Without a drill in the
-period it is *not proven*: backups that were never restored prove nothing.
+or missed a target, and the RPO gap stayed within its target; it *failed* when a drill
+could not restore or verify (the RTO figures count only restores that worked). Without a
+drill in the period it is *not proven*: backups that were never restored prove nothing.
 """
 
 from __future__ import annotations
@@ -30,7 +31,12 @@ from drengine.repository.repo import Repository
 from drengine.repository.reports import reports
 
 COMPLIANCE_TYPE = "drengine compliance report"
-_WHAT = {"met": "met its targets", "missed": "missed a target", "not proven": "was not drilled"}
+_WHAT = {
+    "met": "met its targets",
+    "missed": "missed a target",
+    "failed": "could not be restored in a drill",
+    "not proven": "was not drilled",
+}
 
 
 @dataclass
@@ -73,7 +79,10 @@ def policy_section(
     rpo_ms = p.targets.rpo_ms if p.targets else None
     proven = proven_snapshots([e["document"] for _, e in earlier] + docs)
     backups = history.success_times if history else []
-    rpo_fig = rpo(min(until, datetime.now(UTC)), snaps, proven, backups, since, rpo_ms)
+    # Every snapshot before the end, not only the period's: a gap that was open when the
+    # period began counts from the last backup before it.
+    before_end = [s for s in all_snaps if s.sort_time() < until]
+    rpo_fig = rpo(min(until, datetime.now(UTC)), before_end, proven, backups, since, rpo_ms)
     series = [
         {
             "time": d["finished"],
@@ -88,7 +97,13 @@ def policy_section(
         v: sum(1 for d in docs if d["verdict"] == v) for v in ("passed", "failed", "target missed")
     }
     problems = _problems(docs, rpo_fig, history)
-    status = "not proven" if not docs else ("missed" if problems else "met")
+    if not docs:
+        status = "not proven"
+    elif counts["failed"]:
+        status = "failed"  # a drill could not restore or verify: worse than a missed target
+    else:
+        status = "missed" if problems else "met"
+    restored = [s for s in series if s["verdict"] != "failed"]  # RTO of restores that worked
     evidence_reports = [
         {
             "id": oid,
@@ -109,10 +124,10 @@ def policy_section(
         "drills": {"run": len(docs), **{k.replace(" ", "_"): n for k, n in counts.items()}},
         "rto": {
             "target_ms": rto_ms,
-            "max_ms": max((s["rto_ms"] for s in series), default=None),
-            "last_ms": series[-1]["rto_ms"] if series else None,
+            "max_ms": max((s["rto_ms"] for s in restored), default=None),
+            "last_ms": restored[-1]["rto_ms"] if restored else None,
             "met": None if rto_ms is None or not series
-            else all(s["rto_ms"] <= rto_ms for s in series),
+            else all(s["rto_ms"] <= rto_ms for s in restored) if restored else False,
         },
         "series": series,
         "forecast": _forecast([s for s in all_snaps if s.sort_time() < until],

@@ -29,6 +29,7 @@ _MONTHS = (
 STATUS = {
     "met": ("Met its targets", "met"),
     "missed": ("Missed a target", "missed"),
+    "failed": ("Restore failed", "missed"),
     "not proven": ("Not drilled", "unproven"),
 }
 # Steps of a duration axis, so that ticks land on round figures (1 s, 5 min, 2 h ...).

@@ -20,9 +20,19 @@ from drengine.core.errors import ReportInvalid, UsageError
 from drengine.crypto.signing import fingerprint, same_key, verify
 
 
+def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    keys = [k for k, _ in pairs]
+    if len(set(keys)) != len(keys):
+        dup = next(k for k in keys if keys.count(k) > 1)
+        # A reader that keeps the first of two keys would see another document than the
+        # one whose signature holds (which keeps the last).
+        raise ReportInvalid(f"the report gives the key {dup!r} twice")
+    return dict(pairs)
+
+
 def parse(data: bytes, name: str) -> Any:
     try:
-        return json.loads(data)
+        return json.loads(data, object_pairs_hook=_no_duplicates)
     except (ValueError, RecursionError):
         raise ReportInvalid(f"{name} is not a drengine report (not JSON)") from None
 
@@ -76,6 +86,7 @@ def verify_report(
         "type": doc.get("type"),
         "policy": doc.get("policy"),
         "verdict": doc.get("verdict"),
+        "finished": doc.get("finished") or doc.get("generated"),
         "key_id": envelope["signature"]["key_id"],
         "fingerprint": fingerprint(public),
         "snapshots": named,

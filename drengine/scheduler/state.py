@@ -161,10 +161,11 @@ class StateDB:
         return [JobRow(*r) for r in rows]
 
     def backup_times(self, policy: str) -> list[float]:
-        """When each successful (or partial) backup of the policy ended."""
+        """When each successful (or partial) backup of the policy started: the time of the
+        data it holds (its end would hide the backup's duration from the RPO)."""
         rows = self._db.execute(
-            "SELECT ended FROM jobs WHERE policy = ? AND job = 'backup' "
-            "AND outcome IN ('success', 'partial') AND ended IS NOT NULL ORDER BY ended",
+            "SELECT started FROM jobs WHERE policy = ? AND job = 'backup' "
+            "AND outcome IN ('success', 'partial') AND ended IS NOT NULL ORDER BY started",
             (policy,),
         ).fetchall()
         return [float(r[0]) for r in rows]

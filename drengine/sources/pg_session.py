@@ -27,7 +27,7 @@ from drengine.sources.sql_client import (
 )
 from drengine.sources.urls import redact
 
-_PARAMS = {"password_file", "globals", "sslmode", "service", "host", "port", "user"}
+_PARAMS = {"password_file", "globals", "sslmode", "service", "host", "port", "user", "no_env"}
 _SYSTEM_DATABASES = ("template0", "template1")
 
 
@@ -44,6 +44,9 @@ class PgTarget:
     sslmode: str = ""
     password_file: str = ""
     globals: bool = False
+    # Ignore libpq's environment (PGSERVICE, PGHOSTADDR, PGOPTIONS, ...): a drill's
+    # throwaway server must be reached only by what its URL says.
+    no_env: bool = False
     _tmp: Path | None = field(default=None, repr=False)
 
     @classmethod
@@ -65,6 +68,7 @@ class PgTarget:
             sslmode=q.get("sslmode", ""),
             password_file=q.get("password_file", ""),
             globals="globals" in q,
+            no_env="no_env" in q,
         )
 
     def where(self) -> str:
@@ -74,6 +78,8 @@ class PgTarget:
     def env(self, database: str | None = None) -> dict[str, str]:
         """The environment of a libpq tool for ``database`` (default: the URL's)."""
         env = dict(os.environ)
+        if self.no_env:
+            env = {k: v for k, v in env.items() if not k.startswith("PG")}
         for key, value in (
             ("PGHOST", self.host),
             ("PGPORT", self.port),

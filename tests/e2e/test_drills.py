@@ -223,6 +223,10 @@ def test_sqlite_images_and_streams_are_proven_by_their_own_checks(
     assert by[("block", "SHA-256")]["passed"] and by[("sqlite", "SHA-256")]["passed"]
     # A stream from a command, drilled by ID: the policy's SQL check cannot run on it, and
     # a check that cannot run fails the drill rather than vanish from the report.
+    other = repo.backup("--stdin-from-command", "--tag", "policy:other", "--", "seq", "10")
+    r = cli("drill", "run", str(p), "--snapshot", other["snapshot_id"], check_code=2,
+            env_extra=_env(tmp_path))  # fmt: skip
+    assert "not one of policy sys1's" in r.err  # its proof would count for the wrong policy
     made = repo.backup("--stdin-from-command", "--tag", "policy:sys1", "--", "seq", "100000")
     doc = _drill(cli, tmp_path, p, "--snapshot", made["snapshot_id"], code=20)["document"]
     assert doc["snapshot"]["selected"] == "given"

@@ -88,7 +88,11 @@ def test_a_postgres_drill_restores_into_a_throwaway_cluster_and_checks_it(
 ) -> None:
     p = _policy(tmp_path, repo, pg.url("app") + "?globals", CHECKS)
     cli("run", str(p), env_extra=_env(sandboxes, pg.env()))
-    doc = _drill(cli, sandboxes, p, pg.env())
+    # The admin's libpq environment names the production server: the drill must not follow.
+    services = tmp_path / "pg_service.conf"
+    services.write_text(f"[prod]\nhost=127.0.0.1\nport={pg.port}\nuser=drtest\n")
+    prod = {**pg.env(), "PGSERVICEFILE": str(services), "PGSERVICE": "prod"}
+    doc = _drill(cli, sandboxes, p, prod)
     assert doc["verdict"] == "passed", doc["reasons"]
     by = {c["check"]: c for c in doc["checks"] if c["kind"] == "postgresql"}
     assert {"roles and tablespaces", "row counts", "schema fingerprint", "pg_amcheck"} <= set(by)

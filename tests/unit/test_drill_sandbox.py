@@ -46,6 +46,9 @@ def test_only_sandboxes_of_dead_drills_on_this_host_are_removed(tmp_path: Path) 
     live = _fake(tmp_path, "live", here, os.getppid())
     other = _fake(tmp_path, "other", "another-host", _dead_pid())
     (tmp_path / f"{PREFIX}making").mkdir()  # no owner file yet: being made right now
+    planted = _fake(tmp_path, "planted", here, _dead_pid())
+    planted.chmod(0o777)  # anyone may make a directory of that name in /var/tmp
     assert remove_stale(tmp_path) == [dead]
+    assert planted.exists()
     assert not dead.exists() and live.exists() and other.exists()
     assert (tmp_path / f"{PREFIX}making").exists()

@@ -72,6 +72,15 @@ def test_a_malformed_envelope_is_refused_with_a_sentence(mangle: object) -> None
         verify(env)
 
 
+def test_a_report_giving_a_key_twice_is_refused() -> None:
+    from drengine.reports.verify import parse
+
+    env = SigningKey.of(MasterKeys.generate()).sign({"verdict": "failed"})
+    text = json.dumps(env).replace('"document": {', '"document": {"verdict": "passed", ', 1)
+    with pytest.raises(ReportInvalid, match="twice"):
+        parse(text.encode(), "forged.json")
+
+
 def test_keys_are_given_as_documents_base64_or_fingerprints() -> None:
     key = SigningKey.of(MasterKeys.generate())
     other = SigningKey.of(MasterKeys.generate())
