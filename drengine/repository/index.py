@@ -147,6 +147,23 @@ class Index:
                 i += 1
         return None
 
+    def missing_pack_of(self, blob_id: bytes) -> bytes | None:
+        """The pack, marked missing, that held the blob (for messages naming what was
+        lost), or None."""
+        with self._lock:
+            hit = self._overlay.get(blob_id)
+            if hit is not None and hit[0] in self._missing:
+                return self._pack_ids[hit[0]]
+            key = _key(blob_id)
+            keys = self._keys
+            i = int(keys.searchsorted(np.uint64(key)))
+            while i < len(keys) and int(keys[i]) == key:
+                bid, no, *_ = self._rows[i].item()
+                if bid == blob_id and no in self._missing:
+                    return self._pack_ids[int(no)]
+                i += 1
+        return None
+
     def __contains__(self, blob_id: object) -> bool:
         return isinstance(blob_id, bytes) and self.lookup(blob_id) is not None
 

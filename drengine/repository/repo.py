@@ -7,6 +7,7 @@ import os
 import threading
 from collections.abc import Mapping
 from datetime import UTC, datetime
+from typing import NoReturn
 
 import blake3
 import numpy as np
@@ -437,8 +438,16 @@ class Repository:
     def lookup(self, blob_id: bytes) -> IndexEntry:
         entry = self.index.lookup(blob_id)
         if entry is None:
-            raise IntegrityError(f"blob {blob_id.hex()} is not in the index")
+            self._not_indexed(blob_id)
         return entry
+
+    def _not_indexed(self, blob_id: bytes) -> NoReturn:
+        """Raise why a blob has no usable index entry: the pack that held it is missing
+        (found by an earlier read), or it is not indexed at all."""
+        lost = self.index.missing_pack_of(blob_id)
+        if lost is not None:
+            raise ObjectNotFound(f"blob {blob_id.hex()}: pack {lost.hex()} is missing from storage")
+        raise IntegrityError(f"blob {blob_id.hex()} is not in the index")
 
     def read_blob(self, blob_id: bytes, phases: Phases = NO_PHASES) -> bytes:
         """The verified plaintext of a blob. A copy in a missing or damaged pack is passed
@@ -451,7 +460,7 @@ class Repository:
             if entry is None:
                 if failures:
                     raise failures[0]
-                raise IntegrityError(f"blob {blob_id.hex()} is not in the index")
+                self._not_indexed(blob_id)
             try:
                 with phases.span("fetch"):
                     data = self.read_pack(entry.pack_id, entry.offset, entry.length)

@@ -173,26 +173,37 @@ def test_an_rto_target_of_one_millisecond_is_reported_missed(
     assert all(c["passed"] for c in doc["checks"])
 
 
+@pytest.mark.parametrize("how", ["flip", "delete"])
 def test_a_damaged_pack_fails_the_drill_naming_the_pack_and_the_files(
-    cli: CLI, repo: Repo, tmp_path: Path
+    cli: CLI, repo: Repo, tmp_path: Path, how: str
 ) -> None:
     src = tmp_path / "src"
     _tree(src)
+    for i in range(12):  # small files of one pack: restored in batches, not blob by blob
+        (src / f"small{i}.txt").write_text(f"small {i}\n" * 100)
     p = _policy(tmp_path, repo, [str(src)])
     cli("run", str(p), env_extra=_env(tmp_path))
     pack = max(
         (f for f in (repo.path / "data").rglob("*") if f.is_file()), key=lambda f: f.stat().st_size
     )
     os.chmod(pack, 0o644)
-    with open(pack, "r+b") as f:
-        f.seek(pack.stat().st_size // 3)
-        b = f.read(1)
-        f.seek(-1, 1)
-        f.write(bytes([b[0] ^ 0xFF]))
+    if how == "delete":
+        pack.unlink()
+    else:
+        with open(pack, "r+b") as f:
+            f.seek(pack.stat().st_size // 3)
+            b = f.read(1)
+            f.seek(-1, 1)
+            f.write(bytes([b[0] ^ 0xFF]))
     doc = _drill(cli, tmp_path, p, code=20)["document"]
     assert doc["verdict"] == "failed"
     text = " ".join(doc["reasons"])
     assert pack.name in text and "big.bin" in text
+    if how == "delete":  # one reason for the lost pack, naming every file it cost
+        restore = [c for c in doc["checks"] if c["check"] == "restore"]
+        by_pack = [c for c in restore if c["target"] == f"pack {pack.name}"]
+        assert len(by_pack) == 1 and "big.bin" in by_pack[0]["detail"], restore
+        assert not [c for c in restore if c["target"].startswith("blob ")], restore
     assert not any((tmp_path / "sandboxes").iterdir())
 
 
