@@ -55,6 +55,14 @@ def run(
         raise typer.Exit(res.exit_code)
 
 
+def printable(text: str) -> str:
+    """``text`` with control characters escaped: a file name in a reason must not drive
+    the terminal (escape sequences)."""
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
+
 def show(doc: dict[str, object], report_id: str) -> None:
     """A drill's outcome for people: verdict, checks, measured figures."""
     from drengine.reports.drill_report import seconds
@@ -71,7 +79,8 @@ def show(doc: dict[str, object], report_id: str) -> None:
     assert isinstance(checks, list)
     for c in checks:
         mark = "ok  " if c["passed"] else "FAIL"
-        typer.echo(f"  {mark} {c['kind']} {c['check']} ({c['target']}): {c['detail']}")
+        line = f"  {mark} {c['kind']} {c['check']} ({c['target']}): {c['detail']}"
+        typer.echo(printable(line))
     target = f" (target {seconds(rto['target_ms'])})" if rto["target_ms"] is not None else ""
     typer.echo(f"  RTO measured: {seconds(rto['measured_ms'])}{target}")
     verified = rpo["verified"]
@@ -89,5 +98,5 @@ def show(doc: dict[str, object], report_id: str) -> None:
     reasons = doc["reasons"]
     assert isinstance(reasons, list)
     for r in reasons:
-        err_console.print(r, markup=False, soft_wrap=True)
+        err_console.print(printable(str(r)), markup=False, soft_wrap=True)
     typer.echo(f"  report {report_id[:16]} stored in the repository, signed")
