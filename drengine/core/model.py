@@ -9,6 +9,7 @@ survives the round trip.
 from __future__ import annotations
 
 import base64
+import binascii
 import json
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -18,7 +19,7 @@ NODE_TYPES = ("file", "dir", "symlink", "fifo", "chardev", "blockdev", "socket")
 
 
 def _b64(data: bytes) -> str:
-    return base64.b64encode(data).decode("ascii")
+    return binascii.b2a_base64(data, newline=False).decode("ascii")
 
 
 def _unb64(text: str) -> bytes:
@@ -219,9 +220,60 @@ class _NodeReader:
 
 
 def encode_tree(nodes: list[Node]) -> bytes:
+    """The tree blob: canonical JSON of the nodes sorted by name, byte for byte what
+    ``json.dumps({"nodes": [n.to_dict() ...]}, sort_keys=True, separators=(",", ":"))``
+    gives (``encode_tree_reference``, the definition the tests hold this to), written
+    field by field: a backup encodes every directory, and building dicts for the json
+    module to sort cost a third of an unchanged re-backup."""
+    nodes = sorted(nodes, key=lambda n: n.name)
+    return ('{"nodes":[' + ",".join([_encode_node(n) for n in nodes]) + "]}").encode("ascii")
+
+
+def encode_tree_reference(nodes: list[Node]) -> bytes:
     nodes = sorted(nodes, key=lambda n: n.name)
     doc = {"nodes": [n.to_dict() for n in nodes]}
     return json.dumps(doc, sort_keys=True, separators=(",", ":")).encode()
+
+
+_JSON_STR: dict[str, str] = {}  # user and group names repeat: each escaped once
+
+
+def _json_str(text: str) -> str:
+    out = _JSON_STR.get(text)
+    if out is None:
+        out = json.dumps(text)
+        if len(_JSON_STR) < 4096:
+            _JSON_STR[text] = out
+    return out
+
+
+def _encode_node(n: Node) -> str:
+    """One node's JSON object, keys in sorted order (see ``Node.to_dict``)."""
+    head = ""
+    if n.type == "file":
+        content = ",".join(['"' + c.hex() + '"' for c in n.content])
+        chash = '"' + n.content_hash.hex() + '"' if n.content_hash else "null"
+        head = f'"content":[{content}],"content_hash":{chash},'
+    damaged = f'"damaged":{json.dumps(n.damaged)},' if n.damaged else ""
+    mid = (
+        f'"ctime_ns":{n.ctime_ns},{damaged}"device":{n.device},"gid":{n.gid},'
+        f'"group":{_json_str(n.group)},"inode":{n.inode},"links":{n.links},'
+        f'"mode":{n.mode},"mtime_ns":{n.mtime_ns},"name":"{_b64(n.name)}"'
+    )
+    tail = ""
+    if n.type in ("chardev", "blockdev"):
+        tail += f',"rdev":{n.rdev}'
+    if n.type == "file":
+        tail += f',"size":{n.size}' + (',"sparse":true' if n.sparse else "")
+    if n.subtree is not None:
+        tail += f',"subtree":"{n.subtree.hex()}"'
+    if n.target is not None:
+        tail += f',"target":"{_b64(n.target)}"'
+    tail += f',"type":{_json_str(n.type)},"uid":{n.uid},"user":{_json_str(n.user)}'
+    if n.xattrs:
+        pairs = ",".join([f'["{_b64(k)}","{_b64(v)}"]' for k, v in n.xattrs])
+        tail += f',"xattrs":[{pairs}]'
+    return "{" + head + mid + tail + "}"
 
 
 def decode_tree(data: bytes) -> list[Node]:

@@ -21,7 +21,7 @@ from typing import TypeVar
 
 from drengine.core.errors import DrengineError
 from drengine.repository import blobcodec
-from drengine.repository.index import BLOBS_PER_INDEX, index_batches
+from drengine.repository.index_format import BLOBS_PER_INDEX, index_batches
 from drengine.repository.layout import BlobType
 from drengine.repository.pack import BlobRecord, PackWriter
 from drengine.repository.repo import Repository
@@ -115,12 +115,9 @@ class BlobSaver:
     def has_all(self, blob_ids: list[bytes]) -> bool:
         """Whether the repository holds every blob (a files cache hit stays valid only
         then); their packs count as referenced."""
-        packs = []
-        for bid in blob_ids:
-            entry = self.repo.index.lookup(bid)
-            if entry is None:
-                return False
-            packs.append(entry.pack_id)
+        packs = self.repo.index.packs_of(blob_ids)
+        if packs is None:
+            return False
         with self._lock:
             self.referenced_packs.update(packs)
         return True

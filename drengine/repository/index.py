@@ -1,58 +1,119 @@
-"""The index: blob ID -> (pack, type, offset, length, raw length).
+"""The in-memory index: blob ID -> (pack, type, offset, length, raw length).
 
-In memory it is a few numpy arrays sorted by the first 8 bytes of the ID (about 50 bytes a
-blob, so 10^7 blobs take ~500 MB rather than several GB of Python objects), plus a small dict
-of blobs added since the last merge. IDs are keyed hashes, so their prefixes are uniform and
-binary search on a uint64 key is fast; equal prefixes are resolved by comparing whole IDs.
+Held as a few sorted *runs* of numpy columns plus a small dict of blobs added since the last
+run was made. A run stores a blob in 49 bytes: the ID's first 8 bytes as a uint64 sort key,
+the other 24 bytes, a pack number and four small integers; 10^7 blobs take ~490 MB rather
+than several GB of Python objects. IDs are keyed hashes, so their prefixes are uniform and a
+binary search on the key finds a blob; equal keys are resolved by comparing the rest.
 
-On storage an index object is sealed (see ``crypto.aead``); its plaintext is zstd-compressed::
-
-    "DRI\\x01" | u32 pack count | u32 superseded count | superseded index IDs (32 each)
-    per pack: pack ID (32) | u32 blob count | blob records (45 bytes each, as in pack trailers)
+A look-up is a ``bisect`` over a memoryview of each run's keys (C code, no numpy scalar per
+step), so it costs a few microseconds whatever the index size. Additions go to the dict;
+every ``_RUN_AT`` of them become a new run (sorting those only), and runs of similar size
+are merged, outside the lock, so the number of runs stays logarithmic and no addition ever
+re-sorts the whole index while look-ups wait. The object format is in ``index_format``.
 """
 
 from __future__ import annotations
 
-import struct
 import threading
+from bisect import bisect_left
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
-import zstandard
 
-from drengine.core.errors import IntegrityError
 from drengine.repository.layout import BlobType
-from drengine.repository.pack import RECORD_DTYPE, BlobRecord, records_to_bytes
+from drengine.repository.pack import BlobRecord
 
-INDEX_MAGIC = b"DRI\x01"
-_U32 = struct.Struct("<I")
-_ROW_DTYPE = np.dtype(
-    [
-        ("id", "V32"),
-        ("pack", "<u4"),
-        ("type", "u1"),
-        ("offset", "<u4"),
-        ("length", "<u4"),
-        ("raw", "<u4"),
-    ]
-)
-_MERGE_AT = 1 << 16
+_RUN_AT = 1 << 16
+_TAIL = 24  # bytes of an ID after its 8-byte key
 _TYPES = {int(t): t for t in BlobType}  # BlobType(n) costs an enum call per look-up
-# Format limit (repository-format §11): an index object's plaintext is at most this large.
-# Checked while decompressing, so a small crafted object cannot inflate to gigabytes.
-MAX_INDEX_PLAINTEXT = 256 << 20
-# Writers start a new index object after this many blobs (about 4.5 MB of plaintext).
-BLOBS_PER_INDEX = 100_000
+_DTYPES = {
+    "pack": np.uint32,
+    "type": np.uint8,
+    "offset": np.uint32,
+    "length": np.uint32,
+    "raw": np.uint32,
+}
+_COLUMNS = tuple(_DTYPES)
+_NONE: frozenset[bytes] = frozenset()
 
 
-@dataclass(frozen=True, slots=True)
-class IndexEntry:
+class IndexEntry(NamedTuple):
+    """A named tuple: made once per look-up, and a frozen dataclass costs 5x more."""
+
     pack_id: bytes
     type: BlobType
     offset: int
     length: int
     raw_length: int
+
+
+class _Run:
+    """One immutable run sorted by key, with memoryviews for look-ups without numpy calls."""
+
+    __slots__ = ("_f", "_k", "_l", "_o", "_p", "_r", "_shift", "_t", "_y", "cols", "keys", "tails")
+
+    def __init__(self, keys: np.ndarray, tails: np.ndarray, cols: dict[str, np.ndarray]) -> None:
+        self.keys, self.tails, self.cols = keys, tails, cols
+        self._k = keys.data
+        self._t = tails.data.cast("B") if len(tails) else memoryview(b"")
+        self._p = cols["pack"].data
+        self._y = cols["type"].data
+        self._o = cols["offset"].data
+        self._l = cols["length"].data
+        self._r = cols["raw"].data
+        # A fence of 2**bits start positions by the key's top bits: the bisect then walks
+        # ~64 keys instead of all (4 bytes per 64 blobs).
+        bits = min(max(len(keys).bit_length() - 6, 0), 24)
+        self._shift = 64 - bits
+        bounds = np.arange(1 << bits, dtype=np.uint64) << np.uint64(self._shift)
+        fence = np.append(np.searchsorted(keys, bounds), len(keys)).astype(np.uint32)
+        self._f = fence.data
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+    @classmethod
+    def build(cls, ids: np.ndarray, cols: dict[str, np.ndarray]) -> _Run:
+        """From unsorted IDs (a V32 array) and their columns."""
+        raw = np.frombuffer(ids.tobytes(), dtype=np.uint8).reshape(-1, 32)
+        keys = raw[:, :8].copy().view(">u8").ravel().astype(np.uint64)
+        order = np.argsort(keys, kind="stable")
+        tails = np.ascontiguousarray(raw[order, 8:]).view(f"V{_TAIL}").ravel()
+        return cls(keys[order], tails, {c: np.ascontiguousarray(a[order]) for c, a in cols.items()})
+
+    @classmethod
+    def merge(cls, a: _Run, b: _Run) -> _Run:
+        keys = np.concatenate([a.keys, b.keys])
+        order = np.argsort(keys, kind="stable")  # timsort: two sorted runs merge in O(n)
+        tails = np.concatenate([a.tails, b.tails])[order]
+        cols = {c: np.concatenate([a.cols[c], b.cols[c]])[order] for c in _COLUMNS}
+        return cls(keys[order], tails, cols)
+
+    def find(self, key: int, tail: bytes) -> int:
+        """The first position of the ID (key and tail) at or after the start, or -1."""
+        k, t, b = self._k, self._t, key >> self._shift
+        hi = self._f[b + 1]
+        i = bisect_left(k, key, self._f[b], hi)
+        while i < hi and k[i] == key:
+            if t[i * _TAIL : (i + 1) * _TAIL] == tail:
+                return i
+            i += 1
+        return -1
+
+    def find_all(self, key: int, tail: bytes) -> Iterator[int]:
+        """Every position of the ID: more than one if stored in several packs."""
+        k, t, b = self._k, self._t, key >> self._shift
+        hi = self._f[b + 1]
+        i = bisect_left(k, key, self._f[b], hi)
+        while i < hi and k[i] == key:
+            if t[i * _TAIL : (i + 1) * _TAIL] == tail:
+                yield i
+            i += 1
+
+    def row(self, i: int) -> tuple[int, int, int, int, int]:
+        return self._p[i], self._y[i], self._o[i], self._l[i], self._r[i]
 
 
 def _key(blob_id: bytes) -> int:
@@ -64,12 +125,12 @@ class Index:
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
+        self._merge_lock = threading.Lock()  # one merge at a time, never holding _lock
         self._pack_ids: list[bytes] = []
         self._pack_no: dict[bytes, int] = {}
-        self._keys = np.zeros(0, dtype=np.uint64)
-        self._rows = np.zeros(0, dtype=_ROW_DTYPE)
+        self._runs: tuple[_Run, ...] = ()  # largest first
         self._overlay: dict[bytes, tuple[int, int, int, int, int]] = {}
-        self._staged: list[np.ndarray] = []
+        self._staged: list[tuple[int, np.ndarray]] = []
         # Packs found missing from storage: their entries are skipped, so a look-up finds
         # another copy of the blob if there is one, and a backup stores the blob again.
         self._missing: set[int] = set()
@@ -83,40 +144,59 @@ class Index:
         return no
 
     def stage_pack_array(self, pack_id: bytes, records: np.ndarray) -> None:
-        """Add a pack's records (RECORD_DTYPE array) in bulk; call ``build`` when done."""
+        """Add a pack's records (``index_format.RECORD_DTYPE`` array) in bulk; call ``build``
+        when done (loading an index sorts once, not once per pack)."""
         with self._lock:
-            rows = np.zeros(len(records), dtype=_ROW_DTYPE)
-            for field in ("id", "type", "offset", "length"):
-                rows[field] = records[field]
-            rows["raw"] = records["raw"]
-            rows["pack"] = self._pack_number(pack_id)
-            self._staged.append(rows)
+            self._staged.append((self._pack_number(pack_id), records))
 
     def build(self) -> None:
         with self._lock:
-            self._merge_locked()
+            staged, self._staged = self._staged, []
+        if not staged:
+            return
+        records = np.concatenate([r for _, r in staged])
+        packs = np.concatenate([np.full(len(r), no, dtype=np.uint32) for no, r in staged])
+        del staged
+        cols = {c: records[c].astype(t) for c, t in _DTYPES.items() if c != "pack"}
+        cols["pack"] = packs
+        self._add_run(_Run.build(records["id"], cols))
 
     def add_pack(self, pack_id: bytes, records: Iterable[BlobRecord]) -> None:
         with self._lock:
             no = self._pack_number(pack_id)
             for r in records:
                 self._overlay[r.id] = (no, int(r.type), r.offset, r.length, r.raw_length)
-            if len(self._overlay) >= _MERGE_AT:
-                self._merge_locked()
+            if len(self._overlay) < _RUN_AT:
+                return
+            # Sorting these few blobs under the lock keeps the overlay and the runs
+            # consistent for readers; merging with the big runs happens outside it.
+            items = self._overlay.items()
+            ids = np.frombuffer(b"".join(bid for bid, _ in items), dtype="V32")
+            vals = np.array([v for _, v in items], dtype=np.uint64)
+            cols = {c: vals[:, n].astype(t) for n, (c, t) in enumerate(_DTYPES.items())}
+            self._runs = (*self._runs, _Run.build(ids, cols))
+            self._overlay = {}
+        self._merge()
 
-    def _merge_locked(self) -> None:
-        parts = [self._rows, *self._staged]
-        if self._overlay:
-            extra = np.zeros(len(self._overlay), dtype=_ROW_DTYPE)
-            for i, (bid, (no, t, off, ln, raw)) in enumerate(self._overlay.items()):
-                extra[i] = (bid, no, t, off, ln, raw)
-            parts.append(extra)
-        rows = np.concatenate(parts) if len(parts) > 1 else self._rows
-        keys = np.frombuffer(rows["id"].tobytes(), dtype=">u8")[::4].astype(np.uint64)
-        order = np.argsort(keys, kind="stable")
-        self._rows, self._keys = rows[order], keys[order]
-        self._overlay.clear()
-        self._staged.clear()
+    def _add_run(self, run: _Run) -> None:
+        with self._lock:
+            self._runs = (*self._runs, run)
+        self._merge()
+
+    def _merge(self) -> None:
+        """Merge the two smallest runs while they are of equal size or the newer is larger
+        (a binary counter: O(log n) runs, each blob merged O(log n) times), computing each
+        merge without holding the look-up lock."""
+        with self._merge_lock:
+            while True:
+                runs = self._runs
+                if len(runs) < 2 or len(runs[-2]) > len(runs[-1]):
+                    return
+                merged = _Run.merge(runs[-2], runs[-1])
+                with self._lock:
+                    # Runs are only appended meanwhile: the two merged are still at n-2, n-1.
+                    n = len(runs)
+                    self._runs = (*self._runs[: n - 2], merged, *self._runs[n:])
 
     def mark_missing(self, pack_id: bytes) -> bool:
         """Skip this pack's entries from now on; False if it was not indexed or already
@@ -128,40 +208,67 @@ class Index:
             self._missing.add(no)
             return True
 
+    def _rows(self, blob_id: bytes) -> Iterator[tuple[int, int, int, int, int]]:
+        """Every stored (pack number, type, offset, length, raw) of the blob; hold _lock."""
+        hit = self._overlay.get(blob_id)
+        if hit is not None:
+            yield hit
+        key, tail = _key(blob_id), blob_id[8:]
+        for run in self._runs:
+            for i in run.find_all(key, tail):
+                yield run.row(i)
+
+    def _first(self, blob_id: bytes) -> tuple[int, int, int, int, int] | None:
+        """The fast path of ``_rows``: its first row, if not in a missing pack; hold _lock."""
+        hit = self._overlay.get(blob_id)
+        if hit is not None and hit[0] not in self._missing:
+            return hit
+        key, tail = int.from_bytes(blob_id[:8], "big"), blob_id[8:]
+        for run in self._runs:
+            i = run.find(key, tail)
+            if i >= 0:
+                row = run.row(i)
+                if row[0] not in self._missing:
+                    return row
+        return None
+
     def lookup(self, blob_id: bytes, skip: frozenset[bytes] = frozenset()) -> IndexEntry | None:
         """The entry of a blob in a pack not marked missing and not in ``skip``."""
         with self._lock:
-            hit = self._overlay.get(blob_id)
-            if hit is not None:
-                no, t, off, ln, raw = hit
-                if no not in self._missing and self._pack_ids[no] not in skip:
-                    return IndexEntry(self._pack_ids[no], _TYPES[t], off, ln, raw)
-            key = _key(blob_id)
-            keys = self._keys
-            i = int(keys.searchsorted(np.uint64(key)))
-            while i < len(keys) and int(keys[i]) == key:
-                # One conversion of the row to Python values (field access costs one each).
-                bid, no, t, off, ln, raw = self._rows[i].item()
-                if bid == blob_id and no not in self._missing and self._pack_ids[no] not in skip:
-                    return IndexEntry(self._pack_ids[no], _TYPES[t], off, ln, raw)
-                i += 1
-        return None
+            if not skip:
+                row = self._first(blob_id)
+                if row is None and not self._missing:
+                    return None
+            if skip or row is None:  # rare: look at every copy
+                row = next((r for r in self._rows(blob_id) if self._usable(r[0], skip)), None)
+            if row is None:
+                return None
+            no, t, off, ln, raw = row
+            return IndexEntry(self._pack_ids[no], _TYPES[t], off, ln, raw)
+
+    def _usable(self, no: int, skip: frozenset[bytes]) -> bool:
+        return no not in self._missing and self._pack_ids[no] not in skip
+
+    def packs_of(self, blob_ids: list[bytes]) -> list[bytes] | None:
+        """A usable pack of every blob, or None if one has none (the files cache's test)."""
+        out = []
+        with self._lock:
+            for bid in blob_ids:
+                row = self._first(bid)
+                if row is None and self._missing:
+                    row = next((r for r in self._rows(bid) if self._usable(r[0], _NONE)), None)
+                if row is None:
+                    return None
+                out.append(self._pack_ids[row[0]])
+        return out
 
     def missing_pack_of(self, blob_id: bytes) -> bytes | None:
         """The pack, marked missing, that held the blob (for messages naming what was
         lost), or None."""
         with self._lock:
-            hit = self._overlay.get(blob_id)
-            if hit is not None and hit[0] in self._missing:
-                return self._pack_ids[hit[0]]
-            key = _key(blob_id)
-            keys = self._keys
-            i = int(keys.searchsorted(np.uint64(key)))
-            while i < len(keys) and int(keys[i]) == key:
-                bid, no, *_ = self._rows[i].item()
-                if bid == blob_id and no in self._missing:
-                    return self._pack_ids[int(no)]
-                i += 1
+            for no, *_ in self._rows(blob_id):
+                if no in self._missing:
+                    return self._pack_ids[no]
         return None
 
     def __contains__(self, blob_id: object) -> bool:
@@ -169,94 +276,38 @@ class Index:
 
     def __len__(self) -> int:
         with self._lock:
-            return len(self._rows) + len(self._overlay) + sum(len(s) for s in self._staged)
+            staged = sum(len(r) for _, r in self._staged)
+            return sum(len(r) for r in self._runs) + len(self._overlay) + staged
+
+    def memory_bytes(self) -> int:
+        """Bytes held by the runs' arrays (what the per-blob figure of the docs counts)."""
+        with self._lock:
+            runs = self._runs
+        return sum(
+            r.keys.nbytes + r.tails.nbytes + sum(a.nbytes for a in r.cols.values()) for r in runs
+        )
 
     def pack_ids(self) -> set[bytes]:
         with self._lock:
-            self._merge_locked()
-            used = np.unique(self._rows["pack"])
-            return {self._pack_ids[int(n)] for n in used if int(n) not in self._missing}
+            used = {int(n) for r in self._runs for n in np.unique(r.cols["pack"])}
+            used |= {v[0] for v in self._overlay.values()}
+            used |= {no for no, _ in self._staged}
+            return {self._pack_ids[n] for n in used if n not in self._missing}
 
     def entries(self) -> Iterator[tuple[bytes, IndexEntry]]:
         """Every (blob ID, entry) outside missing packs; for check and prune, not hot paths."""
+        self.build()
         with self._lock:
-            self._merge_locked()
-            rows, pack_ids, missing = self._rows, list(self._pack_ids), set(self._missing)
-        for bid, no, t, off, ln, raw in rows.tolist():
+            runs, overlay = self._runs, list(self._overlay.items())
+            pack_ids, missing = list(self._pack_ids), set(self._missing)
+        for run in runs:
+            keys = run.keys.astype(">u8").tobytes()
+            tails = run.tails.tobytes()
+            rows = zip(*(run.cols[c].tolist() for c in _COLUMNS), strict=True)
+            for i, (no, t, off, ln, raw) in enumerate(rows):
+                if no not in missing:
+                    bid = keys[i * 8 : i * 8 + 8] + tails[i * _TAIL : (i + 1) * _TAIL]
+                    yield bid, IndexEntry(pack_ids[no], _TYPES[t], off, ln, raw)
+        for bid, (no, t, off, ln, raw) in overlay:
             if no not in missing:
-                yield bytes(bid), IndexEntry(pack_ids[no], BlobType(t), off, ln, raw)
-
-
-def index_batches(
-    packs: list[tuple[bytes, list[BlobRecord]]],
-) -> Iterator[list[tuple[bytes, list[BlobRecord]]]]:
-    """Split packs into groups of at most ``BLOBS_PER_INDEX`` blobs (a pack holds at most
-    that many), one index object each, so none outgrows the format's limit."""
-    part: list[tuple[bytes, list[BlobRecord]]] = []
-    count = 0
-    for pack in packs:
-        if part and count + len(pack[1]) > BLOBS_PER_INDEX:
-            yield part
-            part, count = [], 0
-        part.append(pack)
-        count += len(pack[1])
-    if part:
-        yield part
-
-
-def encode_index(
-    packs: list[tuple[bytes, list[BlobRecord]]], supersedes: list[bytes] | None = None
-) -> bytes:
-    supersedes = supersedes or []
-    out = [INDEX_MAGIC, _U32.pack(len(packs)), _U32.pack(len(supersedes)), *supersedes]
-    for pack_id, records in packs:
-        out += [pack_id, _U32.pack(len(records)), records_to_bytes(records)]
-    return zstandard.ZstdCompressor(level=3).compress(b"".join(out))
-
-
-def _decompress_bounded(data: bytes, what: str) -> bytes:
-    """One zstd frame, refused before allocating when it would exceed ``MAX_INDEX_PLAINTEXT``.
-    A frame with its content size in the header is checked against the limit first (and zstd
-    checks the size it declares); one without is decoded with the limit as the bound."""
-    try:
-        declared = zstandard.frame_content_size(data)
-        if declared > MAX_INDEX_PLAINTEXT:
-            raise IntegrityError(f"{what} declares {declared} bytes, more than an index may hold")
-        dctx = zstandard.ZstdDecompressor()
-        if declared >= 0:
-            return dctx.decompress(data)
-        return dctx.decompress(data, max_output_size=MAX_INDEX_PLAINTEXT)
-    except zstandard.ZstdError as e:
-        raise IntegrityError(f"{what} does not decompress: {e}") from None
-
-
-def decode_index(data: bytes, what: str) -> tuple[list[tuple[bytes, np.ndarray]], list[bytes]]:
-    """(list of (pack ID, RECORD_DTYPE array)), superseded index IDs)."""
-    plain = _decompress_bounded(data, what)
-    try:
-        if not plain.startswith(INDEX_MAGIC):
-            raise ValueError("bad magic")
-        pos = len(INDEX_MAGIC)
-        (npacks,) = _U32.unpack_from(plain, pos)
-        (nsup,) = _U32.unpack_from(plain, pos + 4)
-        pos += 8
-        if 32 * nsup > len(plain) - pos:
-            # Checked first: 2**32-1 IDs claimed by 12 bytes meant minutes and a 34 GB list.
-            raise ValueError(f"{nsup} superseded IDs do not fit")
-        supersedes = [plain[pos + 32 * i : pos + 32 * (i + 1)] for i in range(nsup)]
-        pos += 32 * nsup
-        packs = []
-        for _ in range(npacks):
-            pack_id = plain[pos : pos + 32]
-            (count,) = _U32.unpack_from(plain, pos + 32)
-            pos += 36
-            arr = np.frombuffer(plain, dtype=RECORD_DTYPE, count=count, offset=pos)
-            if (arr["type"] > max(BlobType)).any():  # look-ups would fail on it later
-                raise ValueError("a blob of unknown type")
-            pos += count * RECORD_DTYPE.itemsize
-            packs.append((pack_id, arr))
-        if pos != len(plain):
-            raise ValueError("trailing bytes")
-    except (ValueError, struct.error) as e:
-        raise IntegrityError(f"{what} is malformed: {e}") from None
-    return packs, supersedes
+                yield bid, IndexEntry(pack_ids[no], _TYPES[t], off, ln, raw)

@@ -16,8 +16,6 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass
 
-import numpy as np
-
 from drengine.core.errors import IntegrityError
 from drengine.crypto.aead import (
     DOMAIN_BLOB,
@@ -33,10 +31,10 @@ PACK_MAGIC = b"DRP\x01"
 HEADER_SIZE = len(PACK_MAGIC) + SALT_SIZE
 _TRAILER_AAD = b"drengine pack trailer"
 _FOOTER = struct.Struct("<I")
-RECORD_DTYPE = np.dtype(
-    [("type", "u1"), ("id", "V32"), ("offset", "<u4"), ("length", "<u4"), ("raw", "<u4")]
-)
-assert RECORD_DTYPE.itemsize == 45
+# One blob record: type, ID, offset, stored length, raw length (index_format.RECORD_DTYPE).
+RECORD = struct.Struct("<B32sIII")
+assert RECORD.size == 45
+_TYPES = {int(t): t for t in BlobType}
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,17 +51,16 @@ def blob_aad(blob_type: int, blob_id: bytes) -> bytes:
 
 
 def records_to_bytes(records: list[BlobRecord]) -> bytes:
-    arr = np.zeros(len(records), dtype=RECORD_DTYPE)
-    for i, r in enumerate(records):
-        arr[i] = (r.type, r.id, r.offset, r.length, r.raw_length)
-    return arr.tobytes()
+    pack = RECORD.pack
+    return b"".join([pack(r.type, r.id, r.offset, r.length, r.raw_length) for r in records])
 
 
-def records_from_array(arr: np.ndarray) -> list[BlobRecord]:
-    return [
-        BlobRecord(BlobType(int(t)), bytes(i), int(o), int(n), int(r))
-        for t, i, o, n, r in arr.tolist()
-    ]
+def records_from_bytes(data: bytes | memoryview, what: str) -> list[BlobRecord]:
+    """Records packed back to back; ``IntegrityError`` on a blob type the format lacks."""
+    try:
+        return [BlobRecord(_TYPES[t], i, o, n, r) for t, i, o, n, r in RECORD.iter_unpack(data)]
+    except KeyError:
+        raise IntegrityError(f"{what} lists a blob of unknown type") from None
 
 
 class PackWriter:
@@ -128,12 +125,9 @@ def parse_trailer_parts(
         DOMAIN_TRAILER, 0, memoryview(tail)[end - tlen : end], _TRAILER_AAD, f"{what} trailer"
     )
     (count,) = _FOOTER.unpack_from(plain, 0)
-    if len(plain) != 4 + count * RECORD_DTYPE.itemsize:
+    if len(plain) != 4 + count * RECORD.size:
         raise IntegrityError(f"{what} trailer has the wrong length for {count} blobs")
-    arr = np.frombuffer(plain, dtype=RECORD_DTYPE, offset=4)
-    if (arr["type"] > max(BlobType)).any():
-        raise IntegrityError(f"{what} trailer lists a blob of unknown type")
-    records = records_from_array(arr)
+    records = records_from_bytes(memoryview(plain)[4:], f"{what} trailer")
     for r in records:
         if r.offset < HEADER_SIZE or r.offset + r.length > start:
             raise IntegrityError(f"{what} trailer lists a blob outside the pack")

@@ -7,10 +7,9 @@ import os
 import threading
 from collections.abc import Mapping
 from datetime import UTC, datetime
-from typing import NoReturn
+from typing import TYPE_CHECKING, NoReturn
 
 import blake3
-import numpy as np
 
 from drengine.core.cache_dir import repo_cache_dir
 from drengine.core.errors import (
@@ -43,7 +42,6 @@ from drengine.repository.config import (
     open_settings,
     read_header,
 )
-from drengine.repository.index import Index, IndexEntry, decode_index, encode_index
 from drengine.repository.layout import BlobType
 from drengine.repository.listing import Strays, list_objects, list_packs
 from drengine.repository.pack import (
@@ -56,6 +54,9 @@ from drengine.repository.pack import (
 )
 from drengine.storage.base import Backend, TemporaryFile
 from drengine.storage.cache import CachingBackend
+
+if TYPE_CHECKING:
+    from drengine.repository.index import Index, IndexEntry
 
 log = logging.getLogger(__name__)
 
@@ -78,7 +79,7 @@ class Repository:
         self.config = config
         self.key_name = ""  # the key file that opened this repository
         self.lock_wait = 0.0  # seconds to wait for a conflicting lock (--retry-lock)
-        self.index = Index()
+        self._index: Index | None = None  # built on first use: numpy loads only then
         self._salts: dict[bytes, bytes] = {}
         self._salt_lock = threading.Lock()
         self.strays = Strays()  # names in storage that are not objects of the format
@@ -87,6 +88,18 @@ class Repository:
         self.damaged: dict[str, str] = {}
         self._report_lock = threading.Lock()
         self._tree_key = blake3.blake3(TREE_KEY_CONTEXT, key=keys.chunk_id).digest()
+
+    @property
+    def index(self) -> Index:
+        if self._index is None:
+            from drengine.repository.index import Index
+
+            self._index = Index()
+        return self._index
+
+    @index.setter
+    def index(self, index: Index) -> None:
+        self._index = index
 
     @property
     def id(self) -> str:
@@ -283,6 +296,11 @@ class Repository:
         ``present`` (pack ID -> stored size, from ``list_packs``), entries of any other pack,
         and entries beyond the end of a truncated pack, are left out, so a backup stores
         their blobs again instead of deduplicating against lost data."""
+        import numpy as np
+
+        from drengine.repository.index import Index
+        from drengine.repository.index_format import decode_index
+
         loaded = {}
         for item in list_objects(self.backend, layout.INDEX, self.strays):
             name = layout.INDEX + item.oid
@@ -317,6 +335,8 @@ class Repository:
         packs: list[tuple[bytes, list[BlobRecord]]],
         supersedes: list[bytes] | None = None,
     ) -> str:
+        from drengine.repository.index_format import encode_index
+
         return self.save_sealed(layout.INDEX, encode_index(packs, supersedes), _INDEX_AAD)
 
     def delete_index(self, oid: str) -> None:

@@ -110,12 +110,10 @@ class Place(NamedTuple):
     def names(self) -> list[bytes]:
         """The directory's entry names, sorted."""
         if self.anchor is None:
-            with os.scandir(self.rel) as it:
-                return sorted(e.name for e in it)
+            return sorted(os.listdir(self.rel))  # bytes in, bytes out; no DirEntry objects
         fd = os.open(self.rel or b".", _DIR_FLAGS, dir_fd=self.dir_fd)
         try:
-            with os.scandir(fd) as it:
-                return sorted(os.fsencode(e.name) for e in it)
+            return sorted(os.fsencode(n) for n in os.listdir(fd))
         finally:
             os.close(fd)
 

@@ -172,7 +172,7 @@ def test_a_backed_up_path_hundreds_of_components_deep(mem_repo: Repository, tmp_
 def _unreadable(monkeypatch: pytest.MonkeyPatch, *paths: Path) -> None:
     """Make reads of these paths fail as for a user without permission (tests run as root)."""
     bad = {os.fsencode(p) for p in paths}
-    real_open, real_scandir = walker.open_file, os.scandir
+    real_open, real_scandir, real_listdir = walker.open_file, os.scandir, os.listdir
 
     def open_file(place: Place) -> int:
         if place.rel in bad:
@@ -184,8 +184,14 @@ def _unreadable(monkeypatch: pytest.MonkeyPatch, *paths: Path) -> None:
             raise PermissionError(13, "Permission denied")
         return real_scandir(path)
 
+    def listdir(path):  # type: ignore[no-untyped-def]
+        if not isinstance(path, int) and os.fsencode(path) in bad:
+            raise PermissionError(13, "Permission denied")
+        return real_listdir(path)
+
     monkeypatch.setattr(walker, "open_file", open_file)
     monkeypatch.setattr(walker.os, "scandir", scandir)
+    monkeypatch.setattr(walker.os, "listdir", listdir)
 
 
 @pytest.mark.parametrize("kind", ["file", "big file", "dir"])

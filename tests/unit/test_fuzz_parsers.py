@@ -53,19 +53,18 @@ from drengine.crypto.keys import KdfParams, key_file_meta, open_key_file
 from drengine.engine.backup import BackupOptions, run_backup
 from drengine.repository import blobcodec, layout
 from drengine.repository import config as config_module
-from drengine.repository import index as index_module
+from drengine.repository import index_format as index_module
 from drengine.repository import locks as locks_module
 from drengine.repository import pack as pack_module
 from drengine.repository import repo as repo_module
 from drengine.repository.config import Settings, open_settings, read_header
-from drengine.repository.index import INDEX_MAGIC, decode_index, encode_index
+from drengine.repository.index_format import INDEX_MAGIC, RECORD_DTYPE, decode_index, encode_index
 from drengine.repository.layout import BlobType
 from drengine.repository.listing import list_objects, list_packs
 from drengine.repository.locks import Locks
 from drengine.repository.pack import (
     HEADER_SIZE,
     PACK_MAGIC,
-    RECORD_DTYPE,
     PackWriter,
     parse_trailer,
 )

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import struct
+import threading
 
 import numpy as np
 import pytest
@@ -15,17 +16,22 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from drengine.core.errors import IntegrityError
 from drengine.repository import blobcodec
-from drengine.repository.index import Index, IndexEntry, decode_index, encode_index
+from drengine.repository import index as index_module
+from drengine.repository.index import Index, IndexEntry
+from drengine.repository.index_format import (
+    RECORD_DTYPE,
+    decode_index,
+    encode_index,
+    records_from_array,
+)
 from drengine.repository.layout import BlobType
 from drengine.repository.pack import (
     HEADER_SIZE,
     PACK_MAGIC,
-    RECORD_DTYPE,
     BlobRecord,
     PackWriter,
     decrypt_blob,
     parse_trailer,
-    records_from_array,
     records_to_bytes,
 )
 
@@ -385,3 +391,76 @@ def test_records_bytes_round_trip() -> None:
     raw = records_to_bytes(records)
     assert len(raw) == 45 * 50
     assert records_from_array(np.frombuffer(raw, dtype=RECORD_DTYPE)) == records
+
+
+def test_index_runs_merge_and_stay_few(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Many small additions become runs, merged like a binary counter: every blob stays
+    findable, the number of runs stays logarithmic, and missing packs and ``skip`` still
+    reach a second copy in another run."""
+    monkeypatch.setattr(index_module, "_RUN_AT", 64)
+    rng = np.random.default_rng(7)
+    ids = _ids_with_shared_prefixes(rng, 20_000)
+    base = _record_array(ids[:5000], rng)
+    index, expected = Index(), _Expected()
+    index.stage_pack_array(b"L" * 32, base)
+    index.build()
+    expected.add(b"L" * 32, base)
+    for chunk in _split(ids[5000:], 300):
+        pack_id, arr = rng.bytes(32), _record_array(chunk, rng)
+        index.add_pack(pack_id, records_from_array(arr))
+        expected.add(pack_id, arr)
+        assert len(index._runs) <= 2 + len(index).bit_length()
+    expected.check(index)
+    _unknown_ids_are_absent(index, ids, rng)
+    # a second copy of some loaded blobs, in a later run: found when the first is skipped
+    again = _record_array(ids[:100], rng)
+    index.add_pack(b"C" * 32, records_from_array(again))
+    for _ in range(64):  # push the copies out of the overlay into a run
+        index.add_pack(
+            rng.bytes(32),
+            records_from_array(_record_array(np.frombuffer(rng.bytes(32), dtype="V32"), rng)),
+        )
+    for bid in again["id"][:50].tolist():
+        assert index.lookup(bytes(bid), skip=frozenset({b"L" * 32})).pack_id == b"C" * 32
+    assert index.mark_missing(b"L" * 32)
+    for bid in again["id"].tolist():
+        assert index.lookup(bytes(bid)).pack_id == b"C" * 32
+        assert index.packs_of([bytes(bid)]) == [b"C" * 32]
+    lost = bytes(ids[200])
+    assert index.lookup(lost) is None and index.packs_of([lost]) is None
+    assert index.missing_pack_of(lost) == b"L" * 32
+
+
+def test_index_lookups_never_miss_while_runs_merge(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A reader thread checks blobs added earlier while a writer adds more (runs being
+    made and merged): no look-up of a present blob ever fails in between."""
+    monkeypatch.setattr(index_module, "_RUN_AT", 256)
+    rng = np.random.default_rng(8)
+    ids = [rng.bytes(32) for _ in range(60_000)]
+    index = Index()
+    added = [0]
+    failures: list[bytes] = []
+    stop = threading.Event()
+
+    def reader() -> None:
+        local = np.random.default_rng(9)
+        while not stop.is_set():
+            n = added[0]
+            if n:
+                bid = ids[int(local.integers(0, n))]
+                if index.lookup(bid) is None:
+                    failures.append(bid)
+
+    t = threading.Thread(target=reader)
+    t.start()
+    try:
+        for start in range(0, len(ids), 100):
+            part = ids[start : start + 100]
+            recs = [BlobRecord(BlobType.DATA, b, 36 + i * 10, 10, 10) for i, b in enumerate(part)]
+            index.add_pack(rng.bytes(32), recs)
+            added[0] = start + len(part)
+    finally:
+        stop.set()
+        t.join()
+    assert not failures
+    assert all(index.lookup(b) is not None for b in ids)
