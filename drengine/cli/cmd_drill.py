@@ -7,7 +7,7 @@ from pathlib import Path
 import typer
 
 from drengine.cli.main import app
-from drengine.cli.render import err_console, print_json
+from drengine.cli.render import err_console, print_json, printable
 
 drill_app = typer.Typer(help="Restore drills: prove that backups restore.", no_args_is_help=True)
 app.add_typer(drill_app, name="drill")
@@ -53,14 +53,6 @@ def run(
         show(res.document, res.report_id)
     if res.exit_code:
         raise typer.Exit(res.exit_code)
-
-
-def printable(text: str) -> str:
-    """``text`` with control characters escaped: a file name in a reason must not drive
-    the terminal (escape sequences)."""
-    if text.isprintable():
-        return text
-    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
 
 
 def show(doc: dict[str, object], report_id: str) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import typer
 
 from drengine.cli.main import app
-from drengine.cli.render import human_bytes, out_console, print_json
+from drengine.cli.render import human_bytes, print_json, text_table, write_stdout
 from drengine.cli.state import open_repository
 from drengine.core.model import Snapshot
 
@@ -48,8 +48,6 @@ def snapshots(
     json_out: bool = typer.Option(False, "--json", help="Print a JSON array."),
 ) -> None:
     """List the snapshots in the repository, oldest first."""
-    from rich.table import Table
-
     from drengine.engine.forget import matches_filter, parse_taglist
 
     repo = open_repository()
@@ -59,11 +57,9 @@ def snapshots(
     if json_out:
         print_json([snapshot_json(s) for s in snaps])
         return
-    table = Table(box=None)
-    for col in ("ID", "Time", "Host", "Tags", "Source", "Paths", "Size", "Errors"):
-        table.add_column(col)
-    for s in snaps:
-        table.add_row(
+    headers = ["ID", "Time", "Host", "Tags", "Source", "Paths", "Size", "Errors"]
+    rows = [
+        [
             s.id[:8],
             s.time[:19].replace("T", " "),
             s.host,
@@ -72,6 +68,7 @@ def snapshots(
             "\n".join(s.paths),
             human_bytes(int(s.summary.get("bytes_total", 0) or 0)),
             str(len(s.summary.get("errors", []))),
-        )
-    out_console.print(table)
-    out_console.print(f"{len(snaps)} snapshots")
+        ]
+        for s in snaps
+    ]
+    write_stdout((text_table(headers, rows) + f"{len(snaps)} snapshots\n").encode())

@@ -63,6 +63,35 @@ def write_stdout(data: bytes | memoryview) -> None:
         raise OutputClosed("standard output was closed") from None
 
 
+def printable(text: str) -> str:
+    """``text`` with control characters escaped: a file or host name must not drive the
+    terminal (escape sequences)."""
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
+
+def text_table(headers: list[str], rows: list[list[str]]) -> str:
+    """Plain columns, each as wide as its widest line, a cell's lines stacked (restic's
+    layout). Cells are printed as they are: no markup is interpreted, control characters
+    are escaped, and no table library is loaded for a listing."""
+    cells = [[[printable(line) for line in c.split("\n")] for c in r] for r in rows]
+    widths = [len(h) for h in headers]
+    for row in cells:
+        for i, lines in enumerate(row):
+            widths[i] = max(widths[i], *(len(x) for x in lines))
+
+    def line(parts: list[str]) -> str:
+        return "  ".join(p.ljust(w) for p, w in zip(parts, widths, strict=True)).rstrip()
+
+    out = [line(headers), "-" * (sum(widths) + 2 * (len(widths) - 1))]
+    for row in cells:
+        height = max(len(lines) for lines in row)
+        for k in range(height):
+            out.append(line([lines[k] if k < len(lines) else "" for lines in row]))
+    return "\n".join(out) + "\n"
+
+
 def human_bytes(n: float) -> str:
     for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
         if abs(n) < 1024 or unit == "TiB":

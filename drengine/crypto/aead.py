@@ -12,6 +12,7 @@ far inside GCM's limits per key.
 
 from __future__ import annotations
 
+import functools
 import os
 import struct
 
@@ -56,6 +57,13 @@ class ObjectCipher:
             return self._aead.decrypt(_NONCE.pack(domain, counter), data, aad)
         except InvalidTag:
             raise IntegrityError(f"{what} failed authentication (damaged or forged)") from None
+
+
+@functools.lru_cache(maxsize=4096)
+def pack_cipher(master_key: bytes, salt: bytes) -> ObjectCipher:
+    """The cipher of a pack, derived once: restore and check open thousands of blobs per
+    pack, and an HKDF per blob cost a tenth of ``check --read-data``."""
+    return ObjectCipher(master_key, salt)
 
 
 OBJECT_MAGIC = b"DRE\x01"

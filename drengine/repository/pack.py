@@ -14,7 +14,7 @@ ID (32), offset (u32), stored length (u32), raw length (u32).
 from __future__ import annotations
 
 import struct
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from drengine.core.errors import IntegrityError
 from drengine.crypto.aead import (
@@ -24,6 +24,7 @@ from drengine.crypto.aead import (
     TAG_SIZE,
     ObjectCipher,
     new_salt,
+    pack_cipher,
 )
 from drengine.repository.layout import BlobType
 
@@ -37,8 +38,9 @@ assert RECORD.size == 45
 _TYPES = {int(t): t for t in BlobType}
 
 
-@dataclass(frozen=True, slots=True)
-class BlobRecord:
+class BlobRecord(NamedTuple):
+    """A named tuple: a pack trailer makes thousands, and a frozen dataclass costs 5x more."""
+
     type: BlobType
     id: bytes
     offset: int
@@ -92,7 +94,7 @@ class PackWriter:
 def decrypt_blob(
     encryption_key: bytes, salt: bytes, rec: BlobRecord, ciphertext: bytes | memoryview, what: str
 ) -> bytes:
-    cipher = ObjectCipher(encryption_key, salt)
+    cipher = pack_cipher(encryption_key, salt)
     return cipher.decrypt(DOMAIN_BLOB, rec.offset, ciphertext, blob_aad(rec.type, rec.id), what)
 
 
