@@ -1,20 +1,15 @@
-"""Helpers of the benchmark runner: timed child processes with peak RSS, hash manifests."""
+"""Helpers of the benchmark runner: timed child processes with peak RSS, tools, the machine."""
 
 from __future__ import annotations
 
-import hashlib
 import os
 import shutil
 import subprocess
 import sys
 import time
 from collections.abc import Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-
-# relative path -> (size, sha256 hex)
-Manifest = dict[str, tuple[int, str]]
 
 
 @dataclass(frozen=True)
@@ -25,6 +20,7 @@ class Measurement:
     cpu_seconds: float  # user + system
     peak_rss_mib: float
     log: Path
+    cwd: Path | None = None  # the child's working directory, if not the runner's
 
 
 class CommandFailed(RuntimeError):
@@ -40,11 +36,16 @@ def gnu_time_available() -> bool:
 
 
 def run_measured(
-    argv: Sequence[str], env: Mapping[str, str], log: Path, use_gnu_time: bool = True
+    argv: Sequence[str],
+    env: Mapping[str, str],
+    log: Path,
+    use_gnu_time: bool = True,
+    cwd: Path | None = None,
 ) -> Measurement:
     """Run ``argv``, time it (wall clock) and measure the child's peak RSS.
 
-    stdout and stderr go to ``log`` (never a pipe, so a chatty child cannot block).
+    stdout and stderr go to ``log`` (never a pipe, so a chatty child cannot block). ``cwd``:
+    the child's working directory (``borg extract`` writes into it).
 
     Peak RSS: ``ru_maxrss`` from ``os.wait4`` on a child that this Python process spawned is
     wrong: subprocess starts children with vfork/posix_spawn, and at exec Linux carries the
@@ -58,7 +59,8 @@ def run_measured(
     rss_file.unlink(missing_ok=True)
     gnu = [GNU_TIME, "-f", "%U %S %M", "-o", str(rss_file)] if use_gnu_time else []
     with log.open("wb") as out:
-        out.write(("$ " + " ".join(argv) + "\n").encode())
+        where = f"cd {cwd} && " if cwd else ""
+        out.write(("$ " + where + " ".join(argv) + "\n").encode())
         out.flush()
         start = time.perf_counter()
         proc = subprocess.Popen(
@@ -67,6 +69,7 @@ def run_measured(
             stdout=out,
             stderr=subprocess.STDOUT,
             env=dict(env),
+            cwd=cwd,
         )
         _pid, status, usage = os.wait4(proc.pid, 0)
         seconds = time.perf_counter() - start
@@ -81,7 +84,7 @@ def run_measured(
             cpu, peak_kib = user + system, peak
         except (IndexError, ValueError):
             peak_kib = 0.0
-    return Measurement(list(argv), code, seconds, cpu, peak_kib / 1024, log)
+    return Measurement(list(argv), code, seconds, cpu, peak_kib / 1024, log, cwd)
 
 
 def check_ok(m: Measurement, what: str) -> Measurement:
@@ -108,39 +111,6 @@ def run_quiet(argv: Sequence[str], env: Mapping[str, str] | None = None) -> str 
     except (OSError, subprocess.TimeoutExpired):
         return None
     return res.stdout.strip() if res.returncode == 0 else None
-
-
-def _hash_file(path: str) -> tuple[int, str]:
-    with open(path, "rb") as f:
-        digest = hashlib.file_digest(f, "sha256").hexdigest()
-        return os.fstat(f.fileno()).st_size, digest
-
-
-def build_manifest(root: Path) -> Manifest:
-    """Size and SHA-256 of every regular file below ``root`` (hashed on a thread pool)."""
-    paths: list[str] = []
-    for dirpath, _dirs, names in os.walk(root):
-        paths.extend(os.path.join(dirpath, n) for n in names)
-    paths.sort()
-    with ThreadPoolExecutor(max_workers=min(8, (os.cpu_count() or 1) * 2)) as pool:
-        results = list(pool.map(_hash_file, paths, chunksize=64))
-    return {os.path.relpath(p, root): r for p, r in zip(paths, results, strict=True)}
-
-
-def compare_manifests(expected: Manifest, actual: Manifest) -> list[str]:
-    """Human-readable differences, empty if the two trees are identical."""
-    problems: list[str] = []
-    for rel in sorted(expected.keys() - actual.keys()):
-        problems.append(f"missing: {rel}")
-    for rel in sorted(actual.keys() - expected.keys()):
-        problems.append(f"unexpected: {rel}")
-    for rel in sorted(expected.keys() & actual.keys()):
-        (es, eh), (as_, ah) = expected[rel], actual[rel]
-        if es != as_:
-            problems.append(f"size differs: {rel}: expected {es}, got {as_}")
-        elif eh != ah:
-            problems.append(f"content differs: {rel}")
-    return problems
 
 
 def tree_bytes(root: Path) -> int:
@@ -190,15 +160,21 @@ def apt_install(package: str) -> bool:
     return subprocess.run(install, env=env, check=False).returncode == 0
 
 
-def ensure_restic() -> str:
-    """Path of restic, installed from Debian's packages if it is missing."""
-    found = shutil.which("restic")
+def ensure_program(program: str, package: str) -> str:
+    """Path of ``program``, installed from Debian's ``package`` if it is missing."""
+    found = shutil.which(program)
     if not found:
-        apt_install("restic")
-        found = shutil.which("restic")
+        apt_install(package)
+        found = shutil.which(program)
     if not found:
-        sys.exit("benchmarks: error: restic is not on PATH and `apt-get install restic` failed")
+        sys.exit(
+            f"benchmarks: error: {program} is not on PATH and `apt-get install {package}` failed"
+        )
     return found
+
+
+def ensure_restic() -> str:
+    return ensure_program("restic", "restic")
 
 
 def ensure_gnu_time() -> bool:

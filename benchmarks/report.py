@@ -1,15 +1,14 @@
-"""Summaries of the repeated measurements: the table, the verdicts and the JSON report."""
+"""Summaries of the repeated measurements: the statistics, the table of medians, the JSON."""
 
 from __future__ import annotations
 
 import statistics
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from dataset import DatasetInfo
 from measure import Measurement
-from schedule import OPERATIONS
-from tools import Tool
+from schedule import OPERATIONS, ToolRun
 
 
 @dataclass(frozen=True)
@@ -34,52 +33,34 @@ class Stats:
         )
 
 
-def table_rows(tools: list[Tool], ds: DatasetInfo) -> list[dict[str, Any]]:
+def stats(run: ToolRun | None, op: str) -> Stats | None:
+    """The statistics of ``op``, None if the tool did not run or completed no repetition."""
+    samples = run.samples.get(op) if run is not None else None
+    return Stats.of(samples) if samples else None
+
+
+def table_rows(runs: list[ToolRun], op_bytes: Callable[[str], int]) -> list[dict[str, Any]]:
+    """One row per operation and tool; MB/s = ``op_bytes(op)`` (10^6) / median seconds."""
     rows = []
     for op in OPERATIONS:
-        for tool in tools:
-            samples = tool.samples.get(op)
-            if not samples:
+        for run in runs:
+            s = stats(run, op)
+            if s is None:
                 continue
-            s = Stats.of(samples)
             rows.append(
                 {
                     "operation": op,
-                    "tool": tool.name,
+                    "tool": run.name,
                     "n": s.n,
                     "median_seconds": round(s.median, 3),
                     "min_seconds": round(s.min, 3),
                     "max_seconds": round(s.max, 3),
-                    "mb_per_s": round(ds.total_bytes / 1e6 / s.median, 1),
+                    "mb_per_s": round(op_bytes(op) / 1e6 / s.median, 1),
                     "peak_rss_mib": round(s.peak_rss_max, 1),
                     "cpu_seconds": round(s.cpu_median, 2),
                 }
             )
     return rows
-
-
-def verdicts(tools: list[Tool]) -> list[dict[str, Any]]:
-    """Per operation both tools completed: restic median / drengine median (> 1: drengine
-    faster), the same ratio of the minimums, and whether the min-max ranges overlap."""
-    by_name = {t.name: t for t in tools}
-    restic, drengine = by_name.get("restic"), by_name.get("drengine")
-    if restic is None or drengine is None:
-        return []
-    out = []
-    for op in OPERATIONS:
-        r_samples, d_samples = restic.samples.get(op), drengine.samples.get(op)
-        if not r_samples or not d_samples:
-            continue
-        r, d = Stats.of(r_samples), Stats.of(d_samples)
-        out.append(
-            {
-                "operation": op,
-                "speed_ratio": round(r.median / d.median, 3),
-                "min_ratio": round(r.min / d.min, 3),
-                "ranges_overlap": r.min <= d.max and d.min <= r.max,
-            }
-        )
-    return out
 
 
 def print_table(rows: list[dict[str, Any]]) -> None:
@@ -100,17 +81,10 @@ def print_table(rows: list[dict[str, Any]]) -> None:
         )
 
 
-def print_verdicts(rows: list[dict[str, Any]]) -> None:
-    if not rows:
-        return
-    print("\nspeed ratio = restic median s / drengine median s (> 1: drengine faster)")
-    for v in rows:
-        ratio = v["speed_ratio"]
-        notes = ["drengine faster" if ratio > 1 else "drengine slower" if ratio < 1 else "equal"]
-        notes.append(f"ratio of minimums {v['min_ratio']:.2f}")
-        if v["ranges_overlap"]:
-            notes.append("min-max ranges overlap")
-        print(f"{v['operation']:<19} drengine/restic speed ratio {ratio:.2f}  ({'; '.join(notes)})")
+def print_repo_sizes(runs: list[ToolRun]) -> None:
+    for run in runs:
+        sizes = ", ".join(f"{k} {v / 1e6:.1f} MB" for k, v in run.repo_bytes.items())
+        print(f"{run.name} repository: {sizes or 'n/a'}" + (" [FAILED]" if run.error else ""))
 
 
 def sample_json(m: Measurement, rep: int) -> dict[str, Any]:
@@ -120,16 +94,16 @@ def sample_json(m: Measurement, rep: int) -> dict[str, Any]:
         "cpu_seconds": round(m.cpu_seconds, 2),
         "peak_rss_mib": round(m.peak_rss_mib, 1),
         "argv": m.argv,
+        "cwd": None if m.cwd is None else str(m.cwd),
         "log": str(m.log),
     }
 
 
-def tool_json(tool: Tool) -> dict[str, Any]:
+def run_json(run: ToolRun) -> dict[str, Any]:
     return {
-        "version": tool.version,
-        "error": tool.error,
-        "repo_bytes": tool.repo_bytes,
+        "error": run.error,
+        "repo_bytes": run.repo_bytes,
         "samples": {
-            op: [sample_json(m, rep) for rep, m in enumerate(ms)] for op, ms in tool.samples.items()
+            op: [sample_json(m, rep) for rep, m in enumerate(ms)] for op, ms in run.samples.items()
         },
     }

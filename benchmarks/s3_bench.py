@@ -25,12 +25,10 @@ REPO_ROOT = HERE.parent
 sys.path[1:1] = [str(REPO_ROOT), str(REPO_ROOT / "tests" / "integration")]
 
 from dataset import DatasetInfo, ensure_dataset  # noqa: E402
+from manifest import Manifest, build_manifest, compare_manifests  # noqa: E402
 from measure import (  # noqa: E402
     CommandFailed,
-    Manifest,
-    build_manifest,
     check_ok,
-    compare_manifests,
     ensure_gnu_time,
     machine_info,
     run_measured,
