@@ -57,6 +57,9 @@ def _global(
         False, "--version", callback=_version, is_eager=True, help="Print the version."
     ),
 ) -> None:
+    from drengine.core.memory import tune_allocator
+
+    tune_allocator()  # before any command starts its threads
     STATE.repo_url = repo
     STATE.debug = debug
     STATE.retry_lock = parse_duration_seconds(retry_lock)

@@ -115,7 +115,9 @@ def _run_backup(
     start_time = now()
     repo.load_index(present=repo.list_packs())
     # Uploads to object storage wait on round trips, not on the disk: more of them in flight.
-    saver = BlobSaver(repo, uploaders=4 if repo.remote else 2)
+    # A local write of a pack takes milliseconds: one uploader keeps up, and every pack
+    # in flight is 16 MiB of memory.
+    saver = BlobSaver(repo, uploaders=4 if repo.remote else 1)
     store = ContentStore(repo, saver, progress, opts.cancel)
     ctx = BackupContext(store, repo_cache_dir(repo.id) if opts.use_files_cache else None)
     tops: dict[bytes, Entry] = {}

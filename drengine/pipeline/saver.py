@@ -61,9 +61,9 @@ class BlobSaver:
         self._blobs: queue.Queue[tuple[BlobType, bytes, memoryview | bytes] | None] = queue.Queue(
             maxsize=2 * n + 2
         )
-        self._packs: queue.Queue[tuple[bytearray, list[BlobRecord]] | None] = queue.Queue(
-            maxsize=uploaders + 1
-        )
+        # Sealed packs waiting for an uploader: one is enough to keep them busy, and each
+        # waiting pack holds a pack's worth of memory.
+        self._packs: queue.Queue[tuple[bytearray, list[BlobRecord]] | None] = queue.Queue(maxsize=1)
         self._lock = threading.Lock()
         self._inflight: set[bytes] = set()
         # Packs the saved blobs live in: those deduplicated against, and those uploaded. A

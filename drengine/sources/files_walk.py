@@ -322,6 +322,7 @@ class Walker:
             self.unlisted.add(pd.path)
             pd.node.subtree = self.store.save_tree([])
         pd.done = pd.node
+        pd.children = []  # stored in the tree blob: memory stays bounded by open dirs
         self.counts["dirs"] += 1
         self.progress.file_done()
         return pd
