@@ -100,7 +100,8 @@ class Node:
         """A node from its JSON object. Fields that are missing, of the wrong type or out of
         range do not raise: they take a default and are named in ``invalid``, so one bad
         entry costs that entry only (restore skips it, check reports it)."""
-        return _NodeReader(d).node()
+        fast = _well_formed(d)
+        return fast if fast is not None else _NodeReader(d).node()
 
 
 # Bounds of what a file system can hold: anything beyond them is damage or a crafted tree
@@ -109,6 +110,89 @@ _U32 = (1 << 32) - 1
 _U64 = (1 << 64) - 1
 _I64 = (-(1 << 63), (1 << 63) - 1)
 _ID_HEX = 64
+
+
+def _int_in(v: object, lo: int, hi: int) -> bool:
+    return type(v) is int and lo <= v <= hi
+
+
+def _id_or_none(v: object) -> bytes | None:
+    if type(v) is not str or len(v) != _ID_HEX:
+        return None
+    try:
+        return bytes.fromhex(v)
+    except ValueError:
+        return None
+
+
+def _well_formed(d: object) -> Node | None:
+    """The node of a JSON object that passes every check of ``_NodeReader``, built without
+    its bookkeeping (check, restore and ls decode every node of every tree); None when
+    anything is off, and the reader then says what."""
+    if type(d) is not dict:
+        return None
+    try:
+        g = d.get
+        kind, mode, uid, gid, mtime = d["type"], d["mode"], d["uid"], d["gid"], d["mtime_ns"]
+        ctime, size, inode = g("ctime_ns", 0), g("size", 0), g("inode", 0)
+        device, links, rdev = g("device", 0), g("links", 1), g("rdev", 0)
+        user, group, damaged = g("user", ""), g("group", ""), g("damaged", "")
+        ok = (
+            kind in NODE_TYPES
+            and _int_in(mode, 0, 0o7777)
+            and _int_in(uid, 0, _U32)
+            and _int_in(gid, 0, _U32)
+            and _int_in(mtime, *_I64)
+            and _int_in(ctime, *_I64)
+            and _int_in(size, 0, _I64[1])
+            and _int_in(inode, 0, _U64)
+            and _int_in(device, 0, _U64)
+            and _int_in(links, 0, _U64)
+            and _int_in(rdev, 0, _U64)
+            and type(user) is str
+            and type(group) is str
+            and type(damaged) is str
+        )
+        if not ok:
+            return None
+        node = Node(
+            _unb64(d["name"]), kind, mode, uid, gid, user, group, mtime, ctime, size, inode,
+            device, links, rdev, damaged=damaged, sparse=g("sparse", False) is True,
+        )  # fmt: skip
+        if "target" in d:
+            node.target = _unb64(d["target"])
+        xattrs = g("xattrs", [])
+        if type(xattrs) is not list:
+            return None
+        for x in xattrs:
+            if type(x) is not list or len(x) != 2:
+                return None
+            node.xattrs.append((_unb64(x[0]), _unb64(x[1])))
+        content = g("content", [])
+        if type(content) is not list:
+            return None
+        for c in content:
+            bid = _id_or_none(c)
+            if bid is None:
+                return None
+            node.content.append(bid)
+        ch = g("content_hash")
+        if ch is not None and (node_hash := _id_or_none(ch)) is None:
+            return None
+        node.content_hash = None if ch is None else node_hash
+        if g("subtree"):
+            node.subtree = _id_or_none(d["subtree"])
+            if node.subtree is None:
+                return None
+    except (KeyError, TypeError, ValueError, AttributeError):
+        return None
+    if kind == "file" and node.content_hash is None:
+        return None
+    if kind == "dir" and node.subtree is None:
+        return None
+    if kind == "symlink" and node.target is None:
+        return None
+    return node
 
 
 class _NodeReader:

@@ -59,3 +59,47 @@ def test_a_real_file_and_directory_round_trip() -> None:
     assert data == encode_tree_reference([d, f])
     assert [n.name for n in decode_tree(data)] == [b"caf\xc3\xa9", b"dir"]
     assert decode_tree(data)[0].content == f.content
+
+
+_json_values = st.recursive(
+    st.none() | st.booleans() | _ints | st.text(max_size=70),
+    lambda inner: st.lists(inner, max_size=3),
+    max_leaves=6,
+)
+
+
+@st.composite
+def node_dicts(draw: st.DrawFn) -> object:
+    """A node's JSON object, then possibly perturbed: a field dropped, or replaced by any
+    JSON value (wrong types, out of range, bad base64 or hex)."""
+    d = draw(nodes()).to_dict()
+    for _ in range(draw(st.integers(0, 2))):
+        key = draw(st.sampled_from([*sorted(d), "extra"]))
+        if draw(st.booleans()):
+            d.pop(key, None)
+        else:
+            d[key] = draw(_json_values)
+    return d
+
+
+@settings(max_examples=1500, deadline=None)
+@given(node_dicts())
+def test_the_fast_node_reader_agrees_with_the_checking_one(d: dict[str, object]) -> None:
+    from drengine.core.model import _NodeReader, _well_formed
+
+    slow = _NodeReader(d).node()
+    fast = _well_formed(d)
+    if fast is not None:
+        assert slow.invalid == "" and fast == slow and fast.invalid == ""
+    else:
+        assert slow.invalid != "" or not isinstance(d, dict)
+
+
+@settings(max_examples=300, deadline=None)
+@given(nodes())
+def test_well_formed_nodes_take_the_fast_path(node: Node) -> None:
+    from drengine.core.model import _NodeReader, _well_formed
+
+    d = node.to_dict()
+    if _NodeReader(d).node().invalid == "":
+        assert _well_formed(d) is not None
