@@ -20,6 +20,11 @@ class Progress:
         with self._lock:
             self.bytes_done += n
 
+    def files_done_many(self, files: int, nbytes: int) -> None:
+        with self._lock:
+            self.files_done += files
+            self.bytes_done += nbytes
+
     def file_done(self, path: str = "") -> None:
         with self._lock:
             self.files_done += 1

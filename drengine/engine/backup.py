@@ -113,13 +113,15 @@ def _run_backup(
 ) -> BackupResult:
     started = time.monotonic()
     start_time = now()
-    repo.load_index(present=repo.list_packs())
+    present = repo.list_packs()
+    repo.load_index(present=present)
     # Uploads to object storage wait on round trips, not on the disk: more of them in flight.
     # A local write of a pack takes milliseconds: one uploader keeps up, and every pack
     # in flight is 16 MiB of memory.
     saver = BlobSaver(repo, uploaders=4 if repo.remote else 1)
     store = ContentStore(repo, saver, progress, opts.cancel)
-    ctx = BackupContext(store, repo_cache_dir(repo.id) if opts.use_files_cache else None)
+    cache_dir = repo_cache_dir(repo.id) if opts.use_files_cache else None
+    ctx = BackupContext(store, cache_dir, present.keys())
     tops: dict[bytes, Entry] = {}
     records: list[dict[str, Any]] = []
     errors: list[dict[str, str]] = []

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 import blake3
@@ -93,3 +93,12 @@ class ContentStore:
     def has_all(self, blob_ids: list[bytes]) -> bool:
         """Whether every blob is stored or being stored (a files-cache hit may be reused)."""
         return self._saver.has_all(blob_ids)
+
+    def rely_on_packs(self, packs: Iterable[bytes]) -> None:
+        """Packs the snapshot references without this backup looking up each blob (reused
+        directory trees): proved still in storage before the snapshot is written."""
+        self._saver.add_referenced(packs)
+
+    @property
+    def uploaded_packs(self) -> frozenset[bytes]:
+        return frozenset(self._saver.uploaded_packs)

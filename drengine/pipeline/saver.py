@@ -16,6 +16,7 @@ import logging
 import os
 import queue
 import threading
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import TypeVar
 
@@ -121,6 +122,10 @@ class BlobSaver:
         with self._lock:
             self.referenced_packs.update(packs)
         return True
+
+    def add_referenced(self, packs: Iterable[bytes]) -> None:
+        with self._lock:
+            self.referenced_packs.update(packs)
 
     def prove_references(self) -> None:
         """After ``close``: every pack the saved blobs live in is still in storage (a prune

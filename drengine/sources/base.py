@@ -12,7 +12,7 @@ borgmatic's data-source hooks.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -49,6 +49,8 @@ class Entry:
 class BackupContext:
     store: ContentStore
     cache_dir: Path | None  # the repository's local cache (files cache), None for none
+    # The packs in storage when the backup began (what the index was loaded with).
+    present_packs: Collection[bytes] = ()
 
 
 @dataclass

@@ -18,6 +18,7 @@ from drengine.core.model import Node
 from drengine.sources.base import BackupContext, Entry, StoredStream
 from drengine.sources.excludes import Excluder, ExcludeRules
 from drengine.sources.files_cache import FilesCache
+from drengine.sources.files_dirsig import context_digest
 from drengine.sources.files_meta import node_from_stat
 from drengine.sources.files_walk import Child, NoExcludes, Walker
 
@@ -42,16 +43,22 @@ class FileSource:
         self._one_file_system = one_file_system
         self._walker: Walker | None = None
         self._cache: FilesCache | None = None
+        self._ctx: BackupContext | None = None
         self.errors: list[dict[str, str]] = []
 
     def entries(self, ctx: BackupContext) -> Iterator[Entry]:
+        dir_context = None
         if ctx.cache_dir is not None:
             self._cache = FilesCache.open_or_none(ctx.cache_dir / "files.sqlite")
+            if self._cache is not None and self._cache.start_dirs(ctx.present_packs):
+                dir_context = context_digest(self._exclude, self._one_file_system)
+        self._ctx = ctx
         w = self._walker = Walker(
             ctx.store,
             excluder=_excluder(self._exclude),
             one_file_system=self._one_file_system,
             cache=self._cache,
+            dir_context=dir_context,
         )
         self.errors = w.errors  # the walk appends to it
         tops: dict[bytes, Child] = {}
@@ -96,7 +103,11 @@ class FileSource:
             self._walker.pool.shutdown(wait=True, cancel_futures=not ok)
             self._walker.close()
         if self._cache is not None:
-            self._cache.close(commit=ok)
+            packs: set[bytes] = set()
+            if ok and self._ctx is not None:  # what the directory rows may reference
+                packs.update(self._ctx.present_packs)
+                packs.update(self._ctx.store.uploaded_packs)
+            self._cache.close(commit=ok, packs=packs)
             self._cache = None
 
 

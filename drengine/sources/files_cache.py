@@ -9,6 +9,14 @@ written in short transactions of a few thousand, never one transaction for the w
 so two backups on one host (cron overlapping a manual run) share the cache: SQLite's WAL lets
 readers run beside a writer, and a writer waits its turn (busy timeout) instead of failing.
 A cache that cannot be used costs speed only: the backup goes on without it.
+
+Directory rows (``dirs``) let an unchanged directory's tree blob be reused without building
+or encoding its nodes (``files_dirsig.py`` says what "unchanged" means). A row is trusted
+only when the backup that wrote it committed (``gens``: it wrote its snapshot's tree, every
+blob below it uploaded and indexed) and no pack has disappeared from storage since: the
+cache remembers every pack it has seen (``packs``), and when one of them is no longer listed
+(a prune, a repair, damage) every directory row is dropped and the next backup checks each
+file's blobs again, as without them.
 """
 
 from __future__ import annotations
@@ -16,6 +24,7 @@ from __future__ import annotations
 import logging
 import os
 import sqlite3
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,6 +38,12 @@ CREATE TABLE IF NOT EXISTS files (
     PRIMARY KEY (dir, name)
 ) WITHOUT ROWID
 """
+_DIR_SCHEMA = (
+    "CREATE TABLE IF NOT EXISTS dirs (dir BLOB PRIMARY KEY, sig BLOB, sub_sig BLOB, tree BLOB,"
+    " gen INTEGER) WITHOUT ROWID",
+    "CREATE TABLE IF NOT EXISTS gens (gen INTEGER PRIMARY KEY, committed INTEGER NOT NULL)",
+    "CREATE TABLE IF NOT EXISTS packs (id BLOB PRIMARY KEY) WITHOUT ROWID",
+)
 _NS = 1_000_000_000
 # Timestamps that are whole seconds come from a coarse file system (ext3, FAT, some NFS):
 # there a change within two seconds of our read could keep the same ctime.
@@ -51,6 +66,19 @@ def _split(path: bytes) -> tuple[bytes, bytes]:
     return os.path.split(path)
 
 
+def racy_margin_ns(ctime_ns: int, mtime_ns: int) -> int:
+    """How long before our read a change must lie to be told apart by its timestamps."""
+    coarse = ctime_ns % _NS == 0 and mtime_ns % _NS == 0
+    return _COARSE_MARGIN_NS if coarse else _FINE_MARGIN_NS
+
+
+@dataclass(frozen=True, slots=True)
+class DirRow:
+    sig: bytes  # listing signature
+    sub_sig: bytes  # subtree signature
+    tree: bytes  # the directory's tree ID
+
+
 @dataclass(frozen=True, slots=True)
 class CachedFile:
     content: list[bytes]
@@ -69,12 +97,17 @@ class FilesCache:
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=NORMAL")
             self._db.execute(_SCHEMA)
+            for ddl in _DIR_SCHEMA:
+                self._db.execute(ddl)
         except sqlite3.Error:
             self._db.close()
             raise
         self._dir: bytes | None = None
         self._rows: dict[bytes, _Row] = {}
         self._pending: list[tuple[bytes, bytes, int, int, int, int, bytes, bytes]] = []
+        self._gen: int | None = None  # this backup's generation of directory rows
+        self._packs: set[bytes] = set()  # every pack the cache has seen
+        self._dirs_pending: list[tuple[bytes, bytes, bytes, bytes, int]] = []
 
     @classmethod
     def open_or_none(cls, path: Path) -> FilesCache | None:
@@ -89,7 +122,7 @@ class FilesCache:
         if self._db is not None:
             self._db.close()
         self._db = None
-        self._rows, self._pending = {}, []
+        self._rows, self._pending, self._dirs_pending, self._gen = {}, [], [], None
 
     def _load(self, path: bytes) -> tuple[bytes, bytes]:
         directory, name = _split(path)
@@ -127,8 +160,7 @@ class FilesCache:
         if self._db is None:
             return
         directory, name = _split(path)
-        coarse = node.ctime_ns % _NS == 0 and node.mtime_ns % _NS == 0
-        margin = _COARSE_MARGIN_NS if coarse else _FINE_MARGIN_NS
+        margin = racy_margin_ns(node.ctime_ns, node.mtime_ns)
         # A racy entry is kept as "seen" (for the changed/new counts) with a size of -1,
         # which no file matches, so the next backup reads the file again.
         racy = node.ctime_ns >= read_started_ns - margin or node.content_hash is None
@@ -147,15 +179,79 @@ class FilesCache:
         if len(self._pending) >= _FLUSH_EVERY:
             self.flush()
 
-    def flush(self) -> None:
-        """Write the rows stored so far in one short transaction."""
-        if self._db is None or not self._pending:
+    # ---- directories ----------------------------------------------------------------------
+
+    def start_dirs(self, present: Collection[bytes]) -> bool:
+        """Begin this backup's generation of directory rows, given the packs in storage;
+        whether directory rows can be used (False once the cache failed)."""
+        if self._db is None:
+            return False
+        try:
+            known = {r[0] for r in self._db.execute("SELECT id FROM packs")}
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                if any(p not in present for p in known):
+                    log.info("packs have left storage since the last backup: directories rebuilt")
+                    self._db.execute("DELETE FROM dirs")
+                    self._db.execute("DELETE FROM packs")
+                    known = set()
+                cur = self._db.execute("INSERT INTO gens (committed) VALUES (0)")
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+        except sqlite3.Error as e:
+            self._disable(e)
+            return False
+        self._packs, self._gen = known, cur.lastrowid
+        return True
+
+    @property
+    def known_packs(self) -> frozenset[bytes]:
+        """The packs seen by earlier committed backups: directory rows reference only these."""
+        return frozenset(self._packs)
+
+    def lookup_dir(self, path: bytes) -> DirRow | None:
+        if self._db is None or self._gen is None:
+            return None
+        try:
+            row = self._db.execute(
+                "SELECT d.sig, d.sub_sig, d.tree FROM dirs d JOIN gens g ON g.gen = d.gen"
+                " WHERE d.dir = ? AND g.committed = 1",
+                (path,),
+            ).fetchone()
+        except sqlite3.Error as e:
+            self._disable(e)
+            return None
+        return DirRow(*row) if row is not None else None
+
+    def store_dir(self, path: bytes, row: DirRow) -> None:
+        if self._db is None or self._gen is None:
+            return
+        self._dirs_pending.append((path, row.sig, row.sub_sig, row.tree, self._gen))
+        if len(self._dirs_pending) >= _FLUSH_EVERY:
+            self.flush()
+
+    # ---- writing --------------------------------------------------------------------------
+
+    def flush(self, packs: Iterable[bytes] = (), commit_gen: bool = False) -> None:
+        """Write the rows stored so far in one short transaction; with ``commit_gen``, also
+        the packs the committed backup relied on and that its directory rows are valid."""
+        if self._db is None:
             return
         rows, self._pending = self._pending, []
+        dirs, self._dirs_pending = self._dirs_pending, []
+        new_packs = [(p,) for p in packs if p not in self._packs]
+        if not (rows or dirs or new_packs or commit_gen):
+            return
         try:
             self._db.execute("BEGIN IMMEDIATE")
             try:
                 self._db.executemany("INSERT OR REPLACE INTO files VALUES (?,?,?,?,?,?,?,?)", rows)
+                self._db.executemany("INSERT OR REPLACE INTO dirs VALUES (?,?,?,?,?)", dirs)
+                if commit_gen and self._gen is not None:
+                    self._db.executemany("INSERT OR IGNORE INTO packs VALUES (?)", new_packs)
+                    self._db.execute("UPDATE gens SET committed = 1 WHERE gen = ?", (self._gen,))
                 self._db.execute("COMMIT")
             except BaseException:
                 self._db.execute("ROLLBACK")
@@ -163,12 +259,14 @@ class FilesCache:
         except sqlite3.Error as e:
             self._disable(e)
 
-    def close(self, commit: bool) -> None:
-        """Write what is left and close. Rows of an aborted backup are safe to keep: a hit
-        also needs every blob of the file in the index."""
+    def close(self, commit: bool, packs: Iterable[bytes] = ()) -> None:
+        """Write what is left and close. File rows of an aborted backup are safe to keep: a
+        hit also needs every blob of the file in the index. Its directory rows stay unused:
+        its generation is never committed. ``packs``: every pack in storage at the start
+        and every pack this backup uploaded."""
         if self._db is None:
             return
         if commit:
-            self.flush()
+            self.flush(packs, commit_gen=True)
         self._db.close()
         self._db = None

@@ -35,6 +35,11 @@ def _group(gid: int) -> str:
         return ""
 
 
+def owner_names(uid: int, gid: int) -> tuple[str, str]:
+    """The user and group names a node records for these IDs ("" where there is none)."""
+    return _user(uid), _group(gid)
+
+
 def node_type(mode: int) -> str | None:
     if stat.S_ISREG(mode):
         return "file"

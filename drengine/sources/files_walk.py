@@ -5,6 +5,13 @@ chunk changed files; ``BlobSaver`` threads compress, encrypt, pack and upload. D
 are finished in post-order as their files complete, at most ``_OPEN_DIRS`` at a time, so
 memory stays bounded however large the tree. The walk is iterative (an explicit stack of
 directories being listed), so a tree of any depth backs up: no Python recursion limit.
+
+A directory is listed and every entry ``lstat``-ed before any entry is handled, which gives
+its listing signature (``files_dirsig.py``). When the files cache holds a row of that path
+with the same signature, the directory is walked for its subdirectories only; once they are
+finished and their trees are the ones the row names, the row's tree blob is the directory's
+(no node built, no file looked up, nothing encoded). Otherwise its other entries are handled
+then (the *fallback*), as any directory's are.
 """
 
 from __future__ import annotations
@@ -22,7 +29,8 @@ from typing import Any, Protocol, TypeAlias
 from drengine.core.errors import DrengineError
 from drengine.core.model import Node
 from drengine.pipeline.content import ContentStore
-from drengine.sources.files_cache import FilesCache
+from drengine.sources.files_cache import DirRow, FilesCache, racy_margin_ns
+from drengine.sources.files_dirsig import listing_signature, subtree_signature
 from drengine.sources.files_meta import Anchor, Place, node_from_stat, open_file
 
 _OPEN_DIRS = 256
@@ -56,12 +64,8 @@ class _FileResult:
     read_started_ns: int
 
 
-@dataclass
-class _PendingDir:
-    node: Node
-    path: bytes
-    children: list[Child]
-    done: Node | None = None
+# A listed entry: its name and its ``lstat`` (or why there is none).
+_Entry: TypeAlias = "tuple[bytes, os.stat_result | OSError]"
 
 
 @dataclass
@@ -70,11 +74,27 @@ class _Listing:
 
     node: Node
     path: bytes
-    names: list[bytes]
+    entries: list[_Entry]
     place: Place  # where its entries are for system calls
     anchor: Anchor | None  # opened for it (a deep path): released when the listing ends
+    todo: list[_Entry]  # what the walk handles now: every entry, or the subdirectories
+    sig: bytes | None = None  # listing signature; None: no row may be stored or used
+    clean: bool = True  # nothing failed and nothing changed too recently to be told apart
+    reuse: DirRow | None = None  # a row with this signature: reuse its tree if it holds
+    signed: list[tuple[bytes, os.stat_result]] = field(default_factory=list)  # with reuse
     pos: int = 0
     children: list[Child] = field(default_factory=list)
+
+
+@dataclass
+class _PendingDir:
+    node: Node
+    path: bytes
+    children: list[Child]
+    done: Node | None = None
+    sig: bytes | None = None
+    clean: bool = False
+    listing: _Listing | None = None  # kept (anchor held) while a row's reuse is undecided
 
 
 # What a directory holds while it is open: a finished node, a file being read, a
@@ -94,6 +114,7 @@ class Walker:
         excluder: Excluder,
         one_file_system: bool,
         cache: FilesCache | None,
+        dir_context: bytes | None = None,
     ) -> None:
         self.store, self.progress = store, store.progress
         self.excluder = excluder
@@ -110,6 +131,9 @@ class Walker:
         self.small = store.small
         self.unlisted: set[bytes] = set()  # directories whose entries could not be read
         self.anchors: list[Anchor] = []  # descriptors of deep directories (see Place)
+        # Directory rows are used and stored only with a context digest of the options.
+        self.dir_context = dir_context if cache is not None else None
+        self.relied_on_packs = False
 
     def close(self) -> None:
         """After the readers stopped: close what a walk that stopped midway left open."""
@@ -136,20 +160,25 @@ class Walker:
         while True:
             self.store.check_cancel()
             top = stack[-1]
-            if top.pos < len(top.names):
-                entry_name = top.names[top.pos]
+            if top.pos < len(top.todo):
+                entry_name, st = top.todo[top.pos]
                 top.pos += 1
                 place = top.place.child(entry_name)
-                child = self.entry(join(top.path, entry_name), entry_name, place)
+                n = len(self.errors)
+                child = self.entry(join(top.path, entry_name), entry_name, place, st)
                 if isinstance(child, _Listing):
                     stack.append(child)
                 elif child is not None:
                     top.children.append(child)
+                elif len(self.errors) > n:
+                    top.clean = False
                 continue
             stack.pop()
-            if top.anchor is not None:
+            pd = _PendingDir(top.node, top.path, top.children, sig=top.sig, clean=top.clean)
+            if top.reuse is not None:
+                pd.listing = top  # its anchor is released once the reuse is decided
+            elif top.anchor is not None:
                 top.anchor.release()
-            pd = _PendingDir(top.node, top.path, top.children)
             self.pending.append(pd)
             self.drain(_OPEN_DIRS)
             if not stack:
@@ -157,14 +186,21 @@ class Walker:
             stack[-1].children.append(pd)
 
     def entry(
-        self, path: bytes, name: bytes, place: Place, given: bool = False
+        self,
+        path: bytes,
+        name: bytes,
+        place: Place,
+        st: os.stat_result | OSError | None = None,
+        given: bool = False,
     ) -> Child | _Listing | None:
         """One directory entry: a child, a directory to list, or None (skipped/unreadable).
-        ``path`` names it (files cache, messages); ``place`` reaches it (system calls)."""
-        if not given and self.excluder.path_excluded(path):
-            return None
+        ``path`` names it (files cache, messages); ``place`` reaches it (system calls);
+        ``st`` is its ``lstat`` from the listing (None: a given path, not listed)."""
         try:
-            st = place.lstat()
+            if st is None:
+                st = place.lstat()
+            elif isinstance(st, OSError):
+                raise st
             node = node_from_stat(name, place, st)
         except OSError as e:
             self.error(path, e)
@@ -183,6 +219,8 @@ class Walker:
 
     def list_dir(self, path: bytes, node: Node, place: Place) -> _Listing | None:
         anchor = None
+        started = time.time_ns()
+        listed = True
         try:
             place, anchor = place.descend()
             if anchor is not None:
@@ -191,11 +229,40 @@ class Walker:
         except OSError as e:
             self.error(path, e)
             self.unlisted.add(path)
-            names = []
+            names, listed = [], False
         kept = self.excluder.dir_kept(path, names) if names else None
         if kept is not None:  # a tagged directory (CACHEDIR.TAG): it stays, with its tag only
             names = [n for n in names if n in kept]
-        return _Listing(node, path, names, place, anchor)
+        excluded = self.excluder.path_excluded
+        dir_fd = place.dir_fd
+        entries: list[_Entry] = []
+        for n in names:
+            if excluded(join(path, n)):
+                continue
+            try:
+                entries.append((n, os.lstat(place.child(n).rel, dir_fd=dir_fd)))
+            except OSError as e:
+                entries.append((n, e))
+        listing = _Listing(node, path, entries, place, anchor, entries)
+        if self.dir_context is not None and listed:
+            self.sign(listing, started)
+        return listing
+
+    def sign(self, listing: _Listing, started: int) -> None:
+        """The listing's signature, whether a row may be stored for it, and a row to reuse."""
+        signed = [(n, st) for n, st in listing.entries if not isinstance(st, OSError)]
+        if len(signed) != len(listing.entries):
+            return
+        assert self.dir_context is not None and self.cache is not None
+        listing.sig = listing_signature(self.dir_context, signed)
+        listing.clean = not any(
+            st.st_ctime_ns >= started - racy_margin_ns(st.st_ctime_ns, st.st_mtime_ns)
+            for _, st in signed
+        )
+        row = self.cache.lookup_dir(listing.path)
+        if row is not None and row.sig == listing.sig:
+            listing.reuse, listing.signed = row, signed
+            listing.todo = [e for e in signed if stat.S_ISDIR(e[1].st_mode)]
 
     def file_child(self, path: bytes, node: Node, place: Place) -> Child:
         self.bytes_total += node.size
@@ -314,18 +381,77 @@ class Walker:
         """Finish a directory whose subdirectories are finished (post-order guarantees it)."""
         if pd.done is not None:
             return pd
+        if pd.listing is not None and not self.reused(pd, pd.listing):
+            self.fallback(pd, pd.listing)
+        if pd.done is None:
+            self.encode(pd)
+        pd.children = []  # stored in the tree blob: memory stays bounded by open dirs
+        self.counts["dirs"] += 1
+        self.progress.file_done()
+        return pd
+
+    def encode(self, pd: _PendingDir) -> None:
         nodes = [n for c in pd.children if (n := self.resolve(c, pd.path)) is not None]
+        clean = pd.clean and len(nodes) == len(pd.children)
         try:
             pd.node.subtree = self.store.save_tree(nodes)
         except DrengineError as e:  # a directory too large for one tree blob
             self.error(pd.path, e)
             self.unlisted.add(pd.path)
             pd.node.subtree = self.store.save_tree([])
+            clean = False
         pd.done = pd.node
-        pd.children = []  # stored in the tree blob: memory stays bounded by open dirs
-        self.counts["dirs"] += 1
-        self.progress.file_done()
-        return pd
+        if clean and pd.sig is not None and self.cache is not None:
+            sub = subtree_signature(n.subtree for n in nodes if n.type == "dir")
+            self.cache.store_dir(pd.path, DirRow(pd.sig, sub, pd.node.subtree))
+
+    def reused(self, pd: _PendingDir, listing: _Listing) -> bool:
+        """Reuse the row's tree if the subdirectories' trees are the ones it names."""
+        row = listing.reuse
+        assert row is not None and self.cache is not None
+        subs = [n for c in pd.children if (n := self.resolve(c, pd.path)) is not None]
+        if (
+            len(subs) != len(listing.todo)
+            or subtree_signature(n.subtree for n in subs) != row.sub_sig
+            or not self.store.has_all([row.tree])
+        ):
+            return False
+        if not self.relied_on_packs:  # the blobs below the row's tree lie in these
+            self.store.rely_on_packs(self.cache.known_packs)
+            self.relied_on_packs = True
+        pd.node.subtree, pd.done, pd.listing = row.tree, pd.node, None
+        files = nbytes = 0
+        for _, st in listing.signed:
+            if stat.S_ISREG(st.st_mode):
+                files += 1
+                nbytes += st.st_size
+        self.counts["files_unmodified"] += files
+        self.bytes_total += nbytes
+        self.progress.files_done_many(len(listing.entries) - len(listing.todo), nbytes)
+        if listing.anchor is not None:
+            listing.anchor.release()
+        return True
+
+    def fallback(self, pd: _PendingDir, listing: _Listing) -> None:
+        """The row did not hold: handle the entries other than subdirectories now."""
+        pd.listing = None
+        subdirs = {c.node.name: c for c in pd.children if isinstance(c, _PendingDir)}
+        children: list[Child] = []
+        for name, st in listing.signed:
+            if stat.S_ISDIR(st.st_mode):
+                if (sub := subdirs.get(name)) is not None:
+                    children.append(sub)
+                continue
+            n = len(self.errors)
+            child = self.entry(join(pd.path, name), name, listing.place.child(name), st)
+            assert not isinstance(child, _Listing)
+            if child is not None:
+                children.append(child)
+            elif len(self.errors) > n:
+                pd.clean = False
+        pd.children = children
+        if listing.anchor is not None:  # reads it started hold it themselves
+            listing.anchor.release()
 
     def empty_tree(self) -> bytes:
         return self.store.save_tree([])

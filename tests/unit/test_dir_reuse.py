@@ -1,0 +1,225 @@
+"""Unchanged directories: their tree blob is reused from the files cache, never re-encoded,
+and never reused when anything it depends on changed (the tree must equal what a backup
+without any cache builds)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from drengine.core import model
+from drengine.core.model import Node, Snapshot
+from drengine.engine.backup import BackupOptions, run_backup
+from drengine.pipeline import content as content_mod
+from drengine.pipeline.saver import BlobSaver
+from drengine.repository import layout
+from drengine.repository.layout import BlobType
+from drengine.repository.repo import Repository
+from drengine.sources import files_cache, files_walk
+from drengine.sources.excludes import ExcludeRules
+from drengine.sources.files import FileSource
+
+_SETTLE_S = 0.05  # past the files cache's racy margin (20 ms on fine timestamps)
+
+
+@pytest.fixture
+def encoded(monkeypatch: pytest.MonkeyPatch) -> list[list[bytes]]:
+    """The names of every tree the backups encode."""
+    seen: list[list[bytes]] = []
+
+    def counting(nodes: list[Node]) -> bytes:
+        seen.append(sorted(n.name for n in nodes))
+        return model.encode_tree(nodes)
+
+    monkeypatch.setattr(content_mod, "encode_tree", counting)
+    return seen
+
+
+def _tree(root: Path) -> None:
+    for d in ("a/b/c", "a/d", "e"):
+        (root / d).mkdir(parents=True, exist_ok=True)
+    for i, d in enumerate(("", "a", "a/b", "a/b/c", "a/d", "e")):
+        for j in range(3):
+            (root / d / f"f{j}.txt").write_bytes(f"{d} {i} {j}\n".encode() * (j * 700 + 1))
+    os.symlink("a/b", root / "link")
+    (root / "a" / "big.bin").write_bytes(os.urandom(40_000))
+    time.sleep(_SETTLE_S)
+
+
+def _backup(repo: Repository, src: Path, cache: bool = True, **kw: object) -> Snapshot:
+    source = FileSource([str(src)], **kw)  # type: ignore[arg-type]
+    return run_backup(repo, BackupOptions([source], use_files_cache=cache)).snapshot
+
+
+def _subtree(repo: Repository, snap: Snapshot, path: Path) -> bytes:
+    tree = snap.tree
+    for part in path.parts[1:]:
+        (node,) = [n for n in repo.load_tree(tree) if n.name == os.fsencode(part)]
+        assert node.subtree is not None
+        tree = node.subtree
+    return tree
+
+
+def test_an_unchanged_directory_is_not_encoded_again(
+    mem_repo: Repository, tmp_path: Path, encoded: list[list[bytes]]
+) -> None:
+    src = tmp_path / "src"
+    _tree(src)
+    first = _backup(mem_repo, src)
+    encoded.clear()
+    second = _backup(mem_repo, src)
+    assert second.tree == first.tree
+    # Only the directories above the backed-up path were encoded (they are not walked).
+    assert [names for names in encoded if b"f0.txt" in names or b"c" in names] == []
+    assert len(encoded) == len(src.parts) - 1
+    assert second.summary["files_unmodified"] == first.summary["files_total"] == 19
+    assert second.summary["bytes_total"] == first.summary["bytes_total"]
+    assert second.summary["dirs_total"] == first.summary["dirs_total"]
+
+
+def _write_same_size_keep_mtime(p: Path) -> None:
+    st = p.stat()
+    p.write_bytes(bytes(b ^ 1 for b in p.read_bytes()))
+    os.utime(p, ns=(st.st_atime_ns, st.st_mtime_ns))  # only ctime tells
+
+
+def _replace_symlink(p: Path) -> None:
+    p.unlink()
+    os.symlink("a/d", p)
+
+
+def _try_xattr(p: Path) -> None:
+    try:
+        os.setxattr(p, "user.drengine-test", b"v")
+    except OSError:
+        pytest.skip("no user extended attributes on this file system")
+
+
+MUTATIONS: dict[str, Callable[[Path], None]] = {
+    "content, same size and mtime": lambda s: _write_same_size_keep_mtime(s / "a/b/c/f1.txt"),
+    "appended": lambda s: (s / "a/b/c/f2.txt").open("ab").write(b"more"),
+    "new file deep": lambda s: (s / "a/b/c/new.txt").write_bytes(b"new"),
+    "file removed": lambda s: (s / "a/d/f0.txt").unlink(),
+    "file mode": lambda s: (s / "e/f1.txt").chmod(0o600),
+    "directory mode": lambda s: (s / "a/b").chmod(0o700),
+    "symlink target": lambda s: _replace_symlink(s / "link"),
+    "directory renamed": lambda s: (s / "a/d").rename(s / "a/d2"),
+    "empty directory": lambda s: (s / "a/b/c/empty").mkdir(),
+    "directory removed": lambda s: shutil.rmtree(s / "e"),
+    "hard link": lambda s: os.link(s / "a/f0.txt", s / "a/b/hard"),
+    "large file changed": lambda s: (s / "a/big.bin").write_bytes(os.urandom(40_000)),
+    "xattr": lambda s: _try_xattr(s / "a/b/c/f0.txt"),
+}
+
+
+@pytest.mark.parametrize("mutation", list(MUTATIONS))
+def test_a_change_gives_the_tree_a_backup_without_cache_gives(
+    mem_repo: Repository, tmp_path: Path, mutation: str, encoded: list[list[bytes]]
+) -> None:
+    src = tmp_path / "src"
+    _tree(src)
+    _backup(mem_repo, src)
+    _backup(mem_repo, src)  # rows of every directory, reused
+    MUTATIONS[mutation](src)
+    time.sleep(_SETTLE_S)
+    encoded.clear()
+    cached = _backup(mem_repo, src)
+    assert encoded  # something changed: at least the path to it was encoded again
+    fresh = _backup(mem_repo, src, cache=False)
+    assert _subtree(mem_repo, cached, src) == _subtree(mem_repo, fresh, src)
+    again = _backup(mem_repo, src)  # and the rows written after the change hold
+    assert _subtree(mem_repo, again, src) == _subtree(mem_repo, fresh, src)
+
+
+def test_changed_excludes_are_never_answered_from_old_rows(
+    mem_repo: Repository, tmp_path: Path
+) -> None:
+    src = tmp_path / "src"
+    _tree(src)
+    rules = ExcludeRules(patterns=("f1.txt",))
+    _backup(mem_repo, src, exclude=rules)
+    _backup(mem_repo, src, exclude=rules)
+    cached = _backup(mem_repo, src)
+    fresh = _backup(mem_repo, src, cache=False)
+    assert _subtree(mem_repo, cached, src) == _subtree(mem_repo, fresh, src)
+    assert cached.summary["files_total"] == 19
+
+
+def test_rows_are_not_stored_for_entries_changed_too_recently(
+    mem_repo: Repository,
+    tmp_path: Path,
+    encoded: list[list[bytes]],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    src = tmp_path / "src"
+    _tree(src)
+    with monkeypatch.context() as m:  # every entry changed "just now"
+        m.setattr(files_walk, "racy_margin_ns", lambda c, m: 10**18)
+        _backup(mem_repo, src)
+    encoded.clear()
+    _backup(mem_repo, src)
+    assert len(encoded) == 6 + len(src.parts) - 1  # every directory encoded again
+
+
+def test_rows_of_a_backup_that_failed_are_never_used(
+    mem_repo: Repository,
+    tmp_path: Path,
+    encoded: list[list[bytes]],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    src = tmp_path / "src"
+    _tree(src)
+    close = BlobSaver.close
+
+    def close_then_fail(self: BlobSaver) -> None:
+        close(self)  # every tree uploaded and indexed: only the generation tells
+        raise RuntimeError("failed after the uploads")
+
+    monkeypatch.setattr(files_cache, "_FLUSH_EVERY", 1)  # rows reach SQLite at once
+    with monkeypatch.context() as m:
+        m.setattr(BlobSaver, "close", close_then_fail)
+        with pytest.raises(RuntimeError):
+            _backup(mem_repo, src)
+    encoded.clear()
+    _backup(mem_repo, src)
+    assert len(encoded) == 6 + len(src.parts) - 1
+
+
+def test_a_pack_lost_since_the_last_backup_drops_every_row(
+    mem_repo: Repository, tmp_path: Path, encoded: list[list[bytes]], repo_password: bytes
+) -> None:
+    src = tmp_path / "src"
+    _tree(src)
+    _backup(mem_repo, src)
+    _backup(mem_repo, src)
+    mem_repo.load_index()
+    data_packs = {e.pack_id for _, e in mem_repo.index.entries() if e.type == BlobType.DATA}
+    tree_packs = {e.pack_id for _, e in mem_repo.index.entries() if e.type == BlobType.TREE}
+    assert data_packs and not data_packs & tree_packs
+    for pack in data_packs:  # the trees survive: only the packs' absence tells
+        mem_repo.backend.delete(layout.pack_name(pack.hex()))
+    repo = Repository.open(mem_repo.backend, repo_password)
+    encoded.clear()
+    snap = _backup(repo, src)
+    assert len(encoded) == 6 + len(src.parts) - 1
+    assert snap.summary["files_unmodified"] == 0
+    reader = Repository.open(mem_repo.backend, repo_password)
+    reader.load_index()
+    stack = [(src, _subtree(reader, snap, src))]
+    files = 0
+    while stack:
+        path, tree = stack.pop()
+        for node in reader.load_tree(tree):
+            p = path / os.fsdecode(node.name)
+            if node.type == "dir":
+                assert node.subtree is not None
+                stack.append((p, node.subtree))
+            elif node.type == "file":
+                files += 1
+                assert b"".join(reader.read_blob(b) for b in node.content) == p.read_bytes()
+    assert files == 19
