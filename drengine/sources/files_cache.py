@@ -24,7 +24,8 @@ from __future__ import annotations
 import logging
 import os
 import sqlite3
-from collections.abc import Collection, Iterable
+from collections.abc import Collection, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -187,19 +188,14 @@ class FilesCache:
         if self._db is None:
             return False
         try:
-            known = {r[0] for r in self._db.execute("SELECT id FROM packs")}
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
+            with self._transaction() as db:
+                known = {r[0] for r in db.execute("SELECT id FROM packs")}
                 if any(p not in present for p in known):
                     log.info("packs have left storage since the last backup: directories rebuilt")
-                    self._db.execute("DELETE FROM dirs")
-                    self._db.execute("DELETE FROM packs")
+                    db.execute("DELETE FROM dirs")
+                    db.execute("DELETE FROM packs")
                     known = set()
-                cur = self._db.execute("INSERT INTO gens (committed) VALUES (0)")
-                self._db.execute("COMMIT")
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
+                cur = db.execute("INSERT INTO gens (committed) VALUES (0)")
         except sqlite3.Error as e:
             self._disable(e)
             return False
@@ -245,19 +241,26 @@ class FilesCache:
         if not (rows or dirs or new_packs or commit_gen):
             return
         try:
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
-                self._db.executemany("INSERT OR REPLACE INTO files VALUES (?,?,?,?,?,?,?,?)", rows)
-                self._db.executemany("INSERT OR REPLACE INTO dirs VALUES (?,?,?,?,?)", dirs)
+            with self._transaction() as db:
+                db.executemany("INSERT OR REPLACE INTO files VALUES (?,?,?,?,?,?,?,?)", rows)
+                db.executemany("INSERT OR REPLACE INTO dirs VALUES (?,?,?,?,?)", dirs)
                 if commit_gen and self._gen is not None:
-                    self._db.executemany("INSERT OR IGNORE INTO packs VALUES (?)", new_packs)
-                    self._db.execute("UPDATE gens SET committed = 1 WHERE gen = ?", (self._gen,))
-                self._db.execute("COMMIT")
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
+                    db.executemany("INSERT OR IGNORE INTO packs VALUES (?)", new_packs)
+                    db.execute("UPDATE gens SET committed = 1 WHERE gen = ?", (self._gen,))
         except sqlite3.Error as e:
             self._disable(e)
+
+    @contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        """One short write transaction (``sqlite3.Error`` is the caller's to handle)."""
+        assert self._db is not None
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            yield self._db
+            self._db.execute("COMMIT")
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
 
     def close(self, commit: bool, packs: Iterable[bytes] = ()) -> None:
         """Write what is left and close. File rows of an aborted backup are safe to keep: a

@@ -234,13 +234,12 @@ class Walker:
         if kept is not None:  # a tagged directory (CACHEDIR.TAG): it stays, with its tag only
             names = [n for n in names if n in kept]
         excluded = self.excluder.path_excluded
-        dir_fd = place.dir_fd
         entries: list[_Entry] = []
         for n in names:
             if excluded(join(path, n)):
                 continue
             try:
-                entries.append((n, os.lstat(place.child(n).rel, dir_fd=dir_fd)))
+                entries.append((n, place.child(n).lstat()))
             except OSError as e:
                 entries.append((n, e))
         listing = _Listing(node, path, entries, place, anchor, entries)

@@ -51,6 +51,11 @@ def _tree(root: Path) -> None:
     time.sleep(_SETTLE_S)
 
 
+def _every_directory_was_encoded(encoded: list[list[bytes]], src: Path) -> None:
+    """The six directories of ``_tree`` and each one above ``src``."""
+    assert len(encoded) == 6 + len(src.parts) - 1
+
+
 def _backup(repo: Repository, src: Path, cache: bool = True, **kw: object) -> Snapshot:
     source = FileSource([str(src)], **kw)  # type: ignore[arg-type]
     return run_backup(repo, BackupOptions([source], use_files_cache=cache)).snapshot
@@ -163,7 +168,7 @@ def test_rows_are_not_stored_for_entries_changed_too_recently(
         _backup(mem_repo, src)
     encoded.clear()
     _backup(mem_repo, src)
-    assert len(encoded) == 6 + len(src.parts) - 1  # every directory encoded again
+    _every_directory_was_encoded(encoded, src)
 
 
 def test_rows_of_a_backup_that_failed_are_never_used(
@@ -187,7 +192,7 @@ def test_rows_of_a_backup_that_failed_are_never_used(
             _backup(mem_repo, src)
     encoded.clear()
     _backup(mem_repo, src)
-    assert len(encoded) == 6 + len(src.parts) - 1
+    _every_directory_was_encoded(encoded, src)
 
 
 def test_a_pack_lost_since_the_last_backup_drops_every_row(
@@ -206,7 +211,7 @@ def test_a_pack_lost_since_the_last_backup_drops_every_row(
     repo = Repository.open(mem_repo.backend, repo_password)
     encoded.clear()
     snap = _backup(repo, src)
-    assert len(encoded) == 6 + len(src.parts) - 1
+    _every_directory_was_encoded(encoded, src)
     assert snap.summary["files_unmodified"] == 0
     reader = Repository.open(mem_repo.backend, repo_password)
     reader.load_index()
