@@ -8,7 +8,6 @@ survives the round trip.
 
 from __future__ import annotations
 
-import base64
 import binascii
 import json
 from dataclasses import dataclass, field
@@ -23,7 +22,9 @@ def _b64(data: bytes) -> str:
 
 
 def _unb64(text: str) -> bytes:
-    return base64.b64decode(text.encode("ascii"), validate=True)
+    # Strict mode refuses exactly what ``b64decode(validate=True)`` refuses (anything
+    # outside the alphabet, bad padding) without its regular expression: 4x faster.
+    return binascii.a2b_base64(text, strict_mode=True)
 
 
 def load_json(data: bytes | str) -> Any:
@@ -128,7 +129,8 @@ def _id_or_none(v: object) -> bytes | None:
 def _well_formed(d: object) -> Node | None:
     """The node of a JSON object that passes every check of ``_NodeReader``, built without
     its bookkeeping (check, restore and ls decode every node of every tree); None when
-    anything is off, and the reader then says what."""
+    anything is off, and the reader then says what. The checks are written out inline:
+    a restore's plan decodes every node of the snapshot, and a call per field cost half."""
     if type(d) is not dict:
         return None
     try:
@@ -137,60 +139,75 @@ def _well_formed(d: object) -> Node | None:
         ctime, size, inode = g("ctime_ns", 0), g("size", 0), g("inode", 0)
         device, links, rdev = g("device", 0), g("links", 1), g("rdev", 0)
         user, group, damaged = g("user", ""), g("group", ""), g("damaged", "")
-        ok = (
-            kind in NODE_TYPES
-            and _int_in(mode, 0, 0o7777)
-            and _int_in(uid, 0, _U32)
-            and _int_in(gid, 0, _U32)
-            and _int_in(mtime, *_I64)
-            and _int_in(ctime, *_I64)
-            and _int_in(size, 0, _I64[1])
-            and _int_in(inode, 0, _U64)
-            and _int_in(device, 0, _U64)
-            and _int_in(links, 0, _U64)
-            and _int_in(rdev, 0, _U64)
-            and type(user) is str
-            and type(group) is str
-            and type(damaged) is str
-        )
-        if not ok:
+        if (
+            kind not in NODE_TYPES
+            # a bool is an int to isinstance, not to type()
+            or type(mode) is not int
+            or type(uid) is not int
+            or type(gid) is not int
+            or type(mtime) is not int
+            or type(ctime) is not int
+            or type(size) is not int
+            or type(inode) is not int
+            or type(device) is not int
+            or type(links) is not int
+            or type(rdev) is not int
+            or not 0 <= mode <= 0o7777
+            or not 0 <= uid <= _U32
+            or not 0 <= gid <= _U32
+            or not _I64[0] <= mtime <= _I64[1]
+            or not _I64[0] <= ctime <= _I64[1]
+            or not 0 <= size <= _I64[1]
+            or not 0 <= inode <= _U64
+            or not 0 <= device <= _U64
+            or not 0 <= links <= _U64
+            or not 0 <= rdev <= _U64
+            or type(user) is not str
+            or type(group) is not str
+            or type(damaged) is not str
+        ):
             return None
-        node = Node(
-            _unb64(d["name"]), kind, mode, uid, gid, user, group, mtime, ctime, size, inode,
-            device, links, rdev, damaged=damaged, sparse=g("sparse", False) is True,
-        )  # fmt: skip
-        if "target" in d:
-            node.target = _unb64(d["target"])
-        xattrs = g("xattrs", [])
-        if type(xattrs) is not list:
+        target = _unb64(d["target"]) if "target" in d else None
+        xattrs = g("xattrs", ())
+        if type(xattrs) is not list and xattrs != ():
             return None
+        pairs: list[tuple[bytes, bytes]] = []
         for x in xattrs:
             if type(x) is not list or len(x) != 2:
                 return None
-            node.xattrs.append((_unb64(x[0]), _unb64(x[1])))
-        content = g("content", [])
-        if type(content) is not list:
+            pairs.append((_unb64(x[0]), _unb64(x[1])))
+        content = g("content", ())
+        if type(content) is not list and content != ():
             return None
+        ids = []
         for c in content:
-            bid = _id_or_none(c)
-            if bid is None:
+            if type(c) is not str or len(c) != _ID_HEX:
                 return None
-            node.content.append(bid)
+            ids.append(bytes.fromhex(c))
         ch = g("content_hash")
-        if ch is not None and (node_hash := _id_or_none(ch)) is None:
-            return None
-        node.content_hash = None if ch is None else node_hash
-        if g("subtree"):
-            node.subtree = _id_or_none(d["subtree"])
-            if node.subtree is None:
+        if ch is not None:
+            if type(ch) is not str or len(ch) != _ID_HEX:
                 return None
+            ch = bytes.fromhex(ch)
+        subtree = g("subtree")
+        if subtree:
+            if type(subtree) is not str or len(subtree) != _ID_HEX:
+                return None
+            subtree = bytes.fromhex(subtree)
+        else:
+            subtree = None
+        node = Node(
+            _unb64(d["name"]), kind, mode, uid, gid, user, group, mtime, ctime, size, inode,
+            device, links, rdev, target, pairs, ids, ch, subtree, g("sparse", False) is True,
+            damaged,
+        )  # fmt: skip
     except (KeyError, TypeError, ValueError, AttributeError):
         return None
-    if kind == "file" and node.content_hash is None:
+    if kind == "file" and ch is None:
         return None
-    if kind == "dir" and node.subtree is None:
+    if kind == "dir" and subtree is None:
         return None
-    if kind == "symlink" and node.target is None:
+    if kind == "symlink" and target is None:
         return None
     return node
 
