@@ -83,6 +83,14 @@ class Phases:
         if closed is not None and self._on_phase is not None:
             self._on_phase(name, closed)
 
+    def merge(self, name: str, wall: float, busy: float) -> None:
+        """Add a phase measured in another process (a restore's writer processes): busy
+        times add up; the wall time becomes the longer of the two, a lower bound of their
+        union (the intervals themselves are not sent)."""
+        with self._lock:
+            self._busy[name] = self._busy.get(name, 0.0) + busy
+            self._wall[name] = max(self._wall.get(name, 0.0), wall)
+
     def wall(self, name: str) -> float:
         with self._lock:
             return self._wall.get(name, 0.0)

@@ -36,6 +36,8 @@ from drengine.engine.restore_batches import pack_batches
 from drengine.engine.restore_dirs import ROOT, DirFds, NotADirectory, default_limit
 from drengine.engine.restore_files import ENTRY_ERRORS, FileWriter, TempNames, reason
 from drengine.engine.restore_plan import Entry, Plan, build_plan
+from drengine.engine.restore_procs import WriterProcesses, process_count, work_items
+from drengine.engine.restore_wire import Setup
 from drengine.engine.tree_paths import TreeCache, check_expansion, find_node, split_path
 from drengine.repository.locks import locked
 from drengine.repository.repo import Repository
@@ -44,6 +46,7 @@ from drengine.sources.files_restore import (
     apply_metadata_opath,
     make_special_at,
 )
+from drengine.storage.url import reopen_url
 
 _FILE_WORKERS = 2
 _FETCH_WORKERS = 4
@@ -102,7 +105,7 @@ class Restorer:
             with self.phases.span("write"):
                 blocked = self._make_dirs(plan, dirs)
             files, links = self._link_groups(plan, blocked)
-            self._write_files(plan, dirs, files)
+            self._write_files(plan, dirs, root_fd, files)
             with self.phases.span("write"):
                 for entry, first in links:
                     self._hard_link(plan, dirs, entry, first)
@@ -187,7 +190,14 @@ class Restorer:
             write.append(e)
         return write, links
 
-    def _write_files(self, plan: Plan, dirs: DirFds, files: list[Entry]) -> None:
+    def _setup(self, plan: Plan) -> Setup:
+        url = reopen_url(self.repo.backend)
+        assert url is not None  # process_count said the storage can be opened again
+        parents = [d.parent for d in plan.dirs]
+        names = [d.name for d in plan.dirs]
+        return Setup(url, self.repo.keys, self.repo.config, parents, names, self.is_root)
+
+    def _write_files(self, plan: Plan, dirs: DirFds, root_fd: int, files: list[Entry]) -> None:
         self.progress.files_total = len(files)
         self.progress.bytes_total = sum(e.node.size for e in files)
         self.progress.total_known = True
@@ -199,21 +209,32 @@ class Restorer:
             self.repo, dirs, self.temp, self.progress, fail, is_root=self.is_root,
             phases=self.phases, cancel=self.cancel,
         )  # fmt: skip
+        for e in files:
+            if not e.node.content:
+                writer.write(e, None, None)
         # Files of one blob are restored in batches: one ranged read of a pack serves many
         # (and the files of one directory mostly share a pack). Larger files stream their
         # blobs with prefetch and parallel writes.
         single = [(e, e.node) for e in files if len(e.node.content) == 1]
         batches, alone = pack_batches(self.repo, single)
         large = [e for e in files if len(e.node.content) > 1] + [e for e, _ in alone]
+        n = process_count(self.repo, len(single) + len(large))
+        if n:
+            with self.phases.span("plan"):
+                items = work_items(batches, large, self.repo)
+            procs = WriterProcesses(
+                self.repo, self._setup(plan), root_fd, self.progress, self.phases, fail,
+                self.cancel,
+            )  # fmt: skip
+            left = procs.run(n, items)  # what they did not write is written here
+            batches = []
+            large = left
         with (
             ThreadPoolExecutor(_FETCH_WORKERS, thread_name_prefix="fetch") as fetch,
             ThreadPoolExecutor(_FILE_WORKERS, thread_name_prefix="write") as writers,
         ):
             tasks = [writers.submit(writer.write_batch, b) for b in batches]
             tasks += [writers.submit(writer.write, e, fetch, None) for e in large]
-            for e in files:
-                if not e.node.content:
-                    writer.write(e, None, None)
             for t in tasks:
                 t.result()
         for e in files:

@@ -69,12 +69,15 @@ class FileWriter:
         is_root: bool,
         phases: Phases = NO_PHASES,
         cancel: threading.Event | None = None,
+        note: Fail | None = None,
     ) -> None:
         self.repo = repo
         self.dirs = dirs
         self.temp = temp
         self.progress = progress
         self.fail = fail
+        # A problem to report even if the entry is written later (a temporary file left).
+        self.note = note or fail
         self.is_root = is_root
         self.phases = phases
         self.cancel = cancel
@@ -143,7 +146,7 @@ class FileWriter:
                 try:
                     os.unlink(tmp, dir_fd=dir_fd)
                 except OSError as e:
-                    self.fail(entry, f"cannot remove the temporary file {tmp!r}: {reason(e)}")
+                    self.note(entry, f"cannot remove the temporary file {tmp!r}: {reason(e)}")
         entry.done = True
 
     def _create(self, dir_fd: int) -> tuple[bytes, int]:

@@ -34,3 +34,18 @@ def open_backend(url: str, s3: S3Options | None = None) -> Backend:
     if sep and scheme.isalnum():
         raise UsageError(f"unsupported repository URL scheme {scheme!r} in {url}")
     return LocalBackend(url)
+
+
+def reopen_url(backend: Backend) -> str | None:
+    """A URL under which another process reads the same packs, or None if it cannot:
+    storage in memory, a fault-injecting test backend, or S3 (whose options and retry
+    policy are not passed on yet). A cache in front of the storage holds no packs, so the
+    storage behind it is what is opened."""
+    from drengine.storage.cache import CachingBackend
+    from drengine.storage.local import LocalBackend
+
+    while type(backend) is CachingBackend:
+        backend = backend.inner
+    if type(backend) is LocalBackend:
+        return "file://" + os.path.abspath(backend.location)
+    return None

@@ -1,0 +1,215 @@
+"""Write a restore's files in writer processes, each with an interpreter lock of its own.
+
+A restore of many small files is bound by the Python work around each file's dozen system
+calls; in threads of one process every call hands the interpreter lock over, and two writer
+threads were measured slower than one (``docs/performance.md``). Writer processes
+(``restore_worker``) each restore a share of the files with the same ``FileWriter``, so the
+guarantees do not change: temporary name, every byte read back, whole-content hash, rename.
+
+The parent plans, creates the directories, holds the repository's lock and hands out work
+items (the files of one range of a pack, or one large file) a few at a time, so the
+processes stay busy until the end. Whatever a worker did not finish, because a file failed
+or the worker died, is written again by the parent in-process (where a damaged blob is read
+from another copy if the index has one), and only the parent's outcome is reported. A file
+is counted as restored only once a worker said it is in place, verified.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import selectors
+import socket
+import subprocess
+import sys
+import threading
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from drengine.core.errors import Cancelled
+from drengine.core.phases import Phases
+from drengine.core.progress import Progress
+from drengine.engine import restore_wire as wire
+from drengine.engine.restore_batches import Batch
+from drengine.engine.restore_plan import Entry
+from drengine.repository.repo import Repository
+from drengine.storage.url import reopen_url
+
+ENV = "DRENGINE_RESTORE_PROCESSES"  # 0: write in-process; N: exactly N writer processes
+_MIN_FILES = 1000  # below this a process start costs more than it saves
+_MAX_PROCESSES = 4
+_BATCH_FILES = 128  # files per work item at most: small items keep every process busy
+_IN_FLIGHT = 2  # items sent ahead to each process
+_STOP_WAIT = 30.0  # seconds a cancelled worker gets to finish its file
+_WORKER = [sys.executable, "-m", "drengine.engine.restore_worker"]  # + the socket's fd
+
+Item = wire.BatchItem | wire.FileItem
+Note = Callable[[Entry, str], None]
+
+
+def process_count(repo: Repository, files: int) -> int:
+    """Writer processes for a restore of ``files`` files with content; 0 for in-process."""
+    if reopen_url(repo.backend) is None:
+        return 0
+    given = os.environ.get(ENV, "").strip()
+    if given.isdigit():
+        return min(int(given), 16)
+    if files < _MIN_FILES:
+        return 0
+    cpus = len(os.sched_getaffinity(0))
+    return 0 if cpus < 2 else min(cpus, _MAX_PROCESSES)
+
+
+def work_items(batches: list[Batch[Entry]], large: list[Entry], repo: Repository) -> list[Item]:
+    """Large files first (they take longest), then the batches split to ``_BATCH_FILES``."""
+    items: list[Item] = []
+    for e in large:
+        items.append(wire.FileItem(e, [(b, repo.lookup(b)) for b in e.node.content]))
+    for b in batches:
+        for i in range(0, len(b.items), _BATCH_FILES):
+            part = b.items[i : i + _BATCH_FILES]
+            start = min(ie.offset for _, _, ie in part)
+            end = max(ie.offset + ie.length for _, _, ie in part)
+            items.append(wire.BatchItem(Batch(b.pack_id, start, end, part)))
+    return items
+
+
+@dataclass
+class _Worker:
+    proc: subprocess.Popen[bytes]
+    sock: socket.socket
+    pending: deque[Item] = field(default_factory=deque)
+    closing: bool = False  # told there is no more work
+    finished: bool = False
+
+
+def _start(n: int) -> list[_Worker]:
+    workers = []
+    for _ in range(n):
+        ours, theirs = socket.socketpair()
+        try:
+            proc = subprocess.Popen(
+                [*_WORKER, str(theirs.fileno())],
+                pass_fds=[theirs.fileno()],
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+            )
+        except OSError:
+            ours.close()
+            break  # no interpreter to start: what is left is written in-process
+        finally:
+            theirs.close()
+        workers.append(_Worker(proc, ours))
+    return workers
+
+
+class WriterProcesses:
+    """Hand out ``items`` to ``n`` worker processes; ``run`` returns the entries that are
+    not done (to be written in-process)."""
+
+    def __init__(
+        self,
+        repo: Repository,
+        setup: wire.Setup,
+        root_fd: int,
+        progress: Progress,
+        phases: Phases,
+        note: Note,
+        cancel: threading.Event | None,
+    ) -> None:
+        self.repo = repo
+        self.setup = setup
+        self.root_fd = root_fd
+        self.progress = progress
+        self.phases = phases
+        self.note = note
+        self.cancel = cancel
+
+    def run(self, n: int, items: list[Item]) -> list[Entry]:
+        workers = _start(n)
+        left: list[Entry] = []
+        try:
+            self._serve(workers, deque(items), left)
+        finally:
+            self._stop(workers)
+        return [e for e in left if not e.done]
+
+    def _serve(self, workers: list[_Worker], queue: deque[Item], left: list[Entry]) -> None:
+        sel = selectors.DefaultSelector()
+        live = []
+        for w in workers:
+            try:
+                wire.send(w.sock, self.setup)
+                socket.send_fds(w.sock, [b"f"], [self.root_fd])
+            except OSError:
+                continue
+            sel.register(w.sock, selectors.EVENT_READ, w)
+            live.append(w)
+        while live:
+            for w in live:
+                while len(w.pending) < _IN_FLIGHT and queue:
+                    item = queue.popleft()
+                    w.pending.append(item)
+                    try:
+                        wire.send(w.sock, item)
+                    except OSError:
+                        break  # it died: its messages so far, then EOF, come below
+                if not queue and not w.pending and not w.closing:
+                    w.closing = True
+                    with contextlib.suppress(OSError):
+                        wire.send(w.sock, None)
+            for key, _ in sel.select(0.2):
+                w = key.data
+                if not self._receive(w, left):
+                    sel.unregister(w.sock)
+                    live.remove(w)
+            if self.cancel is not None and self.cancel.is_set():
+                raise Cancelled("the restore was cancelled")
+        for item in queue:  # every worker stopped early
+            left.extend(wire.entries_of(item))
+
+    def _receive(self, w: _Worker, left: list[Entry]) -> bool:
+        """Handle one message; False once the worker has finished or died."""
+        try:
+            msg = wire.recv(w.sock)
+        except (EOFError, OSError):
+            for item in w.pending:
+                left.extend(wire.entries_of(item))
+            w.pending.clear()
+            return False
+        if isinstance(msg, wire.Progress):
+            self.progress.add_bytes(msg.nbytes)
+        elif isinstance(msg, wire.Done):
+            entries = wire.entries_of(w.pending.popleft())
+            for i, text in msg.notes:
+                self.note(entries[i], text)
+            for entry, done in zip(entries, msg.done, strict=True):
+                if done:
+                    entry.done = True
+                    self.progress.file_done()
+                else:
+                    left.append(entry)
+        elif isinstance(msg, wire.Finished):
+            for name, wall, busy in msg.phases:
+                self.phases.merge(name, wall, busy)
+            w.finished = True
+            return False
+        return True
+
+    def _stop(self, workers: list[_Worker]) -> None:
+        """Let each worker finish its file and exit: one waiting for work sees the socket
+        close, one writing stops after its file on SIGTERM."""
+        for w in workers:
+            if not w.finished:
+                with contextlib.suppress(OSError):
+                    w.sock.shutdown(socket.SHUT_RDWR)
+                with contextlib.suppress(OSError):
+                    w.proc.terminate()
+        for w in workers:
+            try:
+                w.proc.wait(_STOP_WAIT)
+            except subprocess.TimeoutExpired:
+                w.proc.kill()
+                w.proc.wait()
+            w.sock.close()
