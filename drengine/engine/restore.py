@@ -36,7 +36,14 @@ from drengine.engine.restore_batches import pack_batches
 from drengine.engine.restore_dirs import ROOT, DirFds, NotADirectory, default_limit
 from drengine.engine.restore_files import ENTRY_ERRORS, FileWriter, TempNames, reason
 from drengine.engine.restore_plan import Entry, Plan, build_plan
-from drengine.engine.restore_procs import WriterProcesses, process_count, work_items
+from drengine.engine.restore_procs import (
+    Worker,
+    WriterProcesses,
+    process_count,
+    start_workers,
+    stop_workers,
+    work_items,
+)
 from drengine.engine.restore_wire import Setup
 from drengine.engine.tree_paths import TreeCache, check_expansion, find_node, split_path
 from drengine.repository.locks import locked
@@ -80,6 +87,7 @@ class Restorer:
         self.result = RestoreResult()
         self.is_root = os.geteuid() == 0
         self.temp = TempNames()
+        self._workers: list[Worker] = []  # writer processes started ahead of the plan
 
     def _abs(self, rel: bytes) -> str:
         return os.fsdecode(self.target + b"/" + rel if rel else self.target)
@@ -94,6 +102,17 @@ class Restorer:
             )
 
     def run(self, snap: Snapshot) -> RestoreResult:
+        # Writer processes start while the plan is made when the snapshot says how many
+        # files a whole restore writes (their start-up is the plan's length again).
+        total = snap.summary.get("files_total")
+        if not self.includes and type(total) is int:
+            self._workers = start_workers(process_count(self.repo, total))
+        try:
+            return self._run(snap)
+        finally:
+            stop_workers(self._workers)  # not needed after all, or the plan failed
+
+    def _run(self, snap: Snapshot) -> RestoreResult:
         with self.phases.span("plan"):
             trees = TreeCache(self.repo)
             check_expansion(trees, self._roots(snap, trees), f"snapshot {snap.id[:8]}")
@@ -218,15 +237,17 @@ class Restorer:
         single = [(e, e.node) for e in files if len(e.node.content) == 1]
         batches, alone = pack_batches(self.repo, single)
         large = [e for e in files if len(e.node.content) > 1] + [e for e, _ in alone]
-        n = process_count(self.repo, len(single) + len(large))
-        if n:
+        workers, self._workers = self._workers, []
+        if not workers:
+            workers = start_workers(process_count(self.repo, len(single) + len(large)))
+        if workers:
             with self.phases.span("plan"):
                 items = work_items(batches, large, self.repo)
             procs = WriterProcesses(
                 self.repo, self._setup(plan), root_fd, self.progress, self.phases, fail,
                 self.cancel,
             )  # fmt: skip
-            left = procs.run(n, items)  # what they did not write is written here
+            left = procs.run(workers, items)  # what they did not write is written here
             batches = []
             large = left
         with (

@@ -76,7 +76,7 @@ def work_items(batches: list[Batch[Entry]], large: list[Entry], repo: Repository
 
 
 @dataclass
-class _Worker:
+class Worker:
     proc: subprocess.Popen[bytes]
     sock: socket.socket
     pending: deque[Item] = field(default_factory=deque)
@@ -84,7 +84,30 @@ class _Worker:
     finished: bool = False
 
 
-def _start(n: int) -> list[_Worker]:
+def start_workers(n: int) -> list[Worker]:
+    """Start ``n`` workers (fewer if an interpreter cannot start); they wait for ``run``."""
+    return _start(n) if n > 0 else []
+
+
+def stop_workers(workers: list[Worker]) -> None:
+    """Let each worker finish its file and exit: one waiting for work sees the socket
+    close, one writing stops after its file on SIGTERM."""
+    for w in workers:
+        if not w.finished:
+            with contextlib.suppress(OSError):
+                w.sock.shutdown(socket.SHUT_RDWR)
+            with contextlib.suppress(OSError):
+                w.proc.terminate()
+    for w in workers:
+        try:
+            w.proc.wait(_STOP_WAIT)
+        except subprocess.TimeoutExpired:
+            w.proc.kill()
+            w.proc.wait()
+        w.sock.close()
+
+
+def _start(n: int) -> list[Worker]:
     workers = []
     for _ in range(n):
         ours, theirs = socket.socketpair()
@@ -100,13 +123,13 @@ def _start(n: int) -> list[_Worker]:
             break  # no interpreter to start: what is left is written in-process
         finally:
             theirs.close()
-        workers.append(_Worker(proc, ours))
+        workers.append(Worker(proc, ours))
     return workers
 
 
 class WriterProcesses:
-    """Hand out ``items`` to ``n`` worker processes; ``run`` returns the entries that are
-    not done (to be written in-process)."""
+    """Hand out work items to started workers; ``run`` returns the entries that are not
+    done (to be written in-process)."""
 
     def __init__(
         self,
@@ -126,16 +149,16 @@ class WriterProcesses:
         self.note = note
         self.cancel = cancel
 
-    def run(self, n: int, items: list[Item]) -> list[Entry]:
-        workers = _start(n)
+    def run(self, workers: list[Worker], items: list[Item]) -> list[Entry]:
+        """Serve ``items`` to ``workers`` and stop them."""
         left: list[Entry] = []
         try:
             self._serve(workers, deque(items), left)
         finally:
-            self._stop(workers)
+            stop_workers(workers)
         return [e for e in left if not e.done]
 
-    def _serve(self, workers: list[_Worker], queue: deque[Item], left: list[Entry]) -> None:
+    def _serve(self, workers: list[Worker], queue: deque[Item], left: list[Entry]) -> None:
         sel = selectors.DefaultSelector()
         live = []
         for w in workers:
@@ -169,7 +192,7 @@ class WriterProcesses:
         for item in queue:  # every worker stopped early
             left.extend(wire.entries_of(item))
 
-    def _receive(self, w: _Worker, left: list[Entry]) -> bool:
+    def _receive(self, w: Worker, left: list[Entry]) -> bool:
         """Handle one message; False once the worker has finished or died."""
         try:
             msg = wire.recv(w.sock)
@@ -196,20 +219,3 @@ class WriterProcesses:
             w.finished = True
             return False
         return True
-
-    def _stop(self, workers: list[_Worker]) -> None:
-        """Let each worker finish its file and exit: one waiting for work sees the socket
-        close, one writing stops after its file on SIGTERM."""
-        for w in workers:
-            if not w.finished:
-                with contextlib.suppress(OSError):
-                    w.sock.shutdown(socket.SHUT_RDWR)
-                with contextlib.suppress(OSError):
-                    w.proc.terminate()
-        for w in workers:
-            try:
-                w.proc.wait(_STOP_WAIT)
-            except subprocess.TimeoutExpired:
-                w.proc.kill()
-                w.proc.wait()
-            w.sock.close()

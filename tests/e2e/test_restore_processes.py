@@ -84,7 +84,7 @@ def _count_starts(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     started: list[int] = []
     real = restore_procs._start
 
-    def counting(n: int) -> list[restore_procs._Worker]:
+    def counting(n: int) -> list[restore_procs.Worker]:
         started.append(n)
         return real(n)
 
