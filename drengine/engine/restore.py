@@ -242,14 +242,14 @@ class Restorer:
             workers = start_workers(process_count(self.repo, len(single) + len(large)))
         if workers:
             with self.phases.span("plan"):
-                items = work_items(batches, large, self.repo)
+                items, here = work_items(batches, large, self.repo)
             procs = WriterProcesses(
                 self.repo, self._setup(plan), root_fd, self.progress, self.phases, fail,
                 self.cancel,
             )  # fmt: skip
             left = procs.run(workers, items)  # what they did not write is written here
             batches = []
-            large = left
+            large = here + left
         with (
             ThreadPoolExecutor(_FETCH_WORKERS, thread_name_prefix="fetch") as fetch,
             ThreadPoolExecutor(_FILE_WORKERS, thread_name_prefix="write") as writers,

@@ -27,7 +27,7 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from drengine.core.errors import Cancelled
+from drengine.core.errors import Cancelled, DrengineError
 from drengine.core.phases import Phases
 from drengine.core.progress import Progress
 from drengine.engine import restore_wire as wire
@@ -61,18 +61,26 @@ def process_count(repo: Repository, files: int) -> int:
     return 0 if cpus < 2 else min(cpus, _MAX_PROCESSES)
 
 
-def work_items(batches: list[Batch[Entry]], large: list[Entry], repo: Repository) -> list[Item]:
-    """Large files first (they take longest), then the batches split to ``_BATCH_FILES``."""
+def work_items(
+    batches: list[Batch[Entry]], large: list[Entry], repo: Repository
+) -> tuple[list[Item], list[Entry]]:
+    """(items for the workers, files the parent writes itself). Large files first (they
+    take longest), then the batches split to ``_BATCH_FILES``. A file with a blob the index
+    cannot place stays with the parent, which reports it as an in-process restore does."""
     items: list[Item] = []
+    here: list[Entry] = []
     for e in large:
-        items.append(wire.FileItem(e, [(b, repo.lookup(b)) for b in e.node.content]))
+        try:
+            items.append(wire.FileItem(e, [(b, repo.lookup(b)) for b in e.node.content]))
+        except DrengineError:
+            here.append(e)
     for b in batches:
         for i in range(0, len(b.items), _BATCH_FILES):
             part = b.items[i : i + _BATCH_FILES]
             start = min(ie.offset for _, _, ie in part)
             end = max(ie.offset + ie.length for _, _, ie in part)
             items.append(wire.BatchItem(Batch(b.pack_id, start, end, part)))
-    return items
+    return items, here
 
 
 @dataclass

@@ -7,7 +7,7 @@ reach a worker only as ``bytes`` inside a message the parent built).
 
 Parent to worker: ``Setup``, then the target's descriptor (``SCM_RIGHTS``), then work
 items (``BatchItem`` or ``FileItem``), then ``None`` (no more work). Worker to parent:
-``Ready``, then for each item in order a ``Done``, ``Progress`` messages meanwhile, and
+for each item in order a ``Done``, ``Progress`` messages meanwhile, and
 ``Finished`` with its phase timings before it exits.
 """
 
@@ -36,11 +36,6 @@ class Setup:
     parents: list[int]  # the plan's directories, as ``DirFds`` takes them
     names: list[bytes]
     is_root: bool
-
-
-@dataclass
-class Ready:
-    pid: int
 
 
 @dataclass

@@ -14,13 +14,11 @@ close and stops.
 
 from __future__ import annotations
 
-import os
 import signal
 import socket
 import sys
 import threading
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
 
 from drengine.core.errors import Cancelled
 from drengine.core.phases import Phases
@@ -29,6 +27,7 @@ from drengine.engine import restore_wire as wire
 from drengine.engine.restore_dirs import DirFds, default_limit
 from drengine.engine.restore_files import FileWriter, TempNames
 from drengine.engine.restore_plan import Entry
+from drengine.repository.index import IndexEntry
 from drengine.repository.pack import BlobRecord
 from drengine.repository.repo import Repository
 from drengine.storage.url import open_backend
@@ -63,7 +62,7 @@ def _report_progress(link: _Link, progress: Progress, stop: threading.Event) -> 
         return  # the parent went away: the writing thread finds out on its next message
 
 
-def _index(repo: Repository, blobs: list[tuple[bytes, Any]]) -> None:
+def _index(repo: Repository, blobs: list[tuple[bytes, IndexEntry]]) -> None:
     """Make the items' blobs known to this process's index (it starts empty)."""
     for blob_id, ie in blobs:
         repo.index.add_pack(
@@ -90,7 +89,6 @@ def serve(sock: socket.socket) -> None:
     )  # fmt: skip
     stop = threading.Event()
     reporter = threading.Thread(target=_report_progress, args=(link, progress, stop), daemon=True)
-    link.send(wire.Ready(os.getpid()))
     reporter.start()
     try:
         with ThreadPoolExecutor(_FETCH_WORKERS, thread_name_prefix="fetch") as fetch:

@@ -190,3 +190,17 @@ def test_only_storage_another_process_can_open_is_used(
     assert restore_procs.process_count(mem_repo, 10**6) == 0
     local = LocalBackend(tmp_path / "r")
     assert reopen_url(local) == "file://" + str(tmp_path / "r")
+
+
+def test_a_file_whose_blobs_the_index_cannot_place_costs_that_file_only(
+    local_repo: Repository, source: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    snap = _backup(local_repo, source)
+    node = find_node(local_repo, snap, str(source / "big.bin"))
+    assert node is not None and len(node.content) > 1
+    local_repo.index.mark_missing(local_repo.lookup(node.content[0]).pack_id)
+    monkeypatch.setenv(restore_procs.ENV, "2")
+    result = run_restore(local_repo, snap, str(tmp_path / "t"))
+    paths = {e["path"] for e in result.errors}
+    assert str(restored_path(tmp_path / "t", source / "big.bin")) in paths
+    assert result.files > 0
