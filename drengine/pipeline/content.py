@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import blake3
 
 from drengine.core.errors import Cancelled
-from drengine.core.model import Node, encode_tree
+from drengine.core.model import Node, encode_tree, encode_tree_parts
 from drengine.core.progress import Progress
 from drengine.pipeline.chunker import Chunker
 from drengine.pipeline.saver import BlobSaver
@@ -89,6 +89,10 @@ class ContentStore:
     def save_tree(self, nodes: list[Node]) -> bytes:
         """Store a directory's listing; its tree ID. ``DrengineError`` if too large."""
         return self._saver.save_blob(BlobType.TREE, encode_tree(nodes))
+
+    def save_tree_parts(self, parts: list[tuple[bytes, bytes]]) -> bytes:
+        """``save_tree`` of nodes already encoded: (name, JSON) each."""
+        return self._saver.save_blob(BlobType.TREE, encode_tree_parts(parts))
 
     def has_all(self, blob_ids: list[bytes]) -> bool:
         """Whether every blob is stored or being stored (a files-cache hit may be reused)."""

@@ -11,7 +11,8 @@ readers run beside a writer, and a writer waits its turn (busy timeout) instead 
 A cache that cannot be used costs speed only: the backup goes on without it.
 
 Directory rows (``dirs``) let an unchanged directory's tree blob be reused without building
-or encoding its nodes (``files_dirsig.py`` says what "unchanged" means). A row is trusted
+or encoding its nodes (``files_dirsig.py`` says what "unchanged" means), and the unchanged
+entries of a changed directory keep their nodes' JSON. A row is trusted
 only when the backup that wrote it committed (``gens``: it wrote its snapshot's tree, every
 blob below it uploaded and indexed) and no pack has disappeared from storage since: the
 cache remembers every pack it has seen (``packs``), and when one of them is no longer listed
@@ -42,6 +43,8 @@ CREATE TABLE IF NOT EXISTS files (
 _DIR_SCHEMA = (
     "CREATE TABLE IF NOT EXISTS dirs (dir BLOB PRIMARY KEY, sig BLOB, sub_sig BLOB, tree BLOB,"
     " gen INTEGER) WITHOUT ROWID",
+    # Apart from ``dirs``: they are large, and an unchanged directory never reads them.
+    "CREATE TABLE IF NOT EXISTS dir_entries (dir BLOB PRIMARY KEY, gen INTEGER, entries BLOB)",
     "CREATE TABLE IF NOT EXISTS gens (gen INTEGER PRIMARY KEY, committed INTEGER NOT NULL)",
     "CREATE TABLE IF NOT EXISTS packs (id BLOB PRIMARY KEY) WITHOUT ROWID",
 )
@@ -53,6 +56,7 @@ _FINE_MARGIN_NS = 20_000_000
 
 _Row = tuple[bytes, int, int, int, int, bytes, bytes]
 _FLUSH_EVERY = 2000
+_FLUSH_BYTES = 4 << 20  # of directory rows' entry records: memory stays bounded
 _BUSY_TIMEOUT_S = 120.0
 
 log = logging.getLogger(__name__)
@@ -78,6 +82,7 @@ class DirRow:
     sig: bytes  # listing signature
     sub_sig: bytes  # subtree signature
     tree: bytes  # the directory's tree ID
+    entries: bytes | None = None  # its entries' records (``files_dirsig.pack_entries``)
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,6 +114,8 @@ class FilesCache:
         self._gen: int | None = None  # this backup's generation of directory rows
         self._packs: set[bytes] = set()  # every pack the cache has seen
         self._dirs_pending: list[tuple[bytes, bytes, bytes, bytes, int]] = []
+        self._entries_pending: list[tuple[bytes, int, bytes | None]] = []
+        self._dirs_bytes = 0
 
     @classmethod
     def open_or_none(cls, path: Path) -> FilesCache | None:
@@ -124,6 +131,7 @@ class FilesCache:
             self._db.close()
         self._db = None
         self._rows, self._pending, self._dirs_pending, self._gen = {}, [], [], None
+        self._entries_pending = []
 
     def _load(self, path: bytes) -> tuple[bytes, bytes]:
         directory, name = _split(path)
@@ -193,6 +201,7 @@ class FilesCache:
                 if any(p not in present for p in known):
                     log.info("packs have left storage since the last backup: directories rebuilt")
                     db.execute("DELETE FROM dirs")
+                    db.execute("DELETE FROM dir_entries")
                     db.execute("DELETE FROM packs")
                     known = set()
                 cur = db.execute("INSERT INTO gens (committed) VALUES (0)")
@@ -212,8 +221,8 @@ class FilesCache:
             return None
         try:
             row = self._db.execute(
-                "SELECT d.sig, d.sub_sig, d.tree FROM dirs d JOIN gens g ON g.gen = d.gen"
-                " WHERE d.dir = ? AND g.committed = 1",
+                "SELECT d.sig, d.sub_sig, d.tree FROM dirs d"
+                " JOIN gens g ON g.gen = d.gen WHERE d.dir = ? AND g.committed = 1",
                 (path,),
             ).fetchone()
         except sqlite3.Error as e:
@@ -221,11 +230,29 @@ class FilesCache:
             return None
         return DirRow(*row) if row is not None else None
 
+    def dir_entries(self, path: bytes) -> bytes | None:
+        """The entry records of a directory's row (read only when it changed: an unchanged
+        directory needs none of them)."""
+        if self._db is None or self._gen is None:
+            return None
+        try:
+            row = self._db.execute(
+                "SELECT e.entries FROM dir_entries e JOIN gens g ON g.gen = e.gen"
+                " WHERE e.dir = ? AND g.committed = 1",
+                (path,),
+            ).fetchone()
+        except sqlite3.Error as e:
+            self._disable(e)
+            return None
+        return row[0] if row is not None else None
+
     def store_dir(self, path: bytes, row: DirRow) -> None:
         if self._db is None or self._gen is None:
             return
         self._dirs_pending.append((path, row.sig, row.sub_sig, row.tree, self._gen))
-        if len(self._dirs_pending) >= _FLUSH_EVERY:
+        self._entries_pending.append((path, self._gen, row.entries))
+        self._dirs_bytes += len(row.entries or b"")
+        if len(self._dirs_pending) >= _FLUSH_EVERY or self._dirs_bytes >= _FLUSH_BYTES:
             self.flush()
 
     # ---- writing --------------------------------------------------------------------------
@@ -236,7 +263,8 @@ class FilesCache:
         if self._db is None:
             return
         rows, self._pending = self._pending, []
-        dirs, self._dirs_pending = self._dirs_pending, []
+        dirs, self._dirs_pending, self._dirs_bytes = self._dirs_pending, [], 0
+        entries, self._entries_pending = self._entries_pending, []
         new_packs = [(p,) for p in packs if p not in self._packs]
         if not (rows or dirs or new_packs or commit_gen):
             return
@@ -244,6 +272,7 @@ class FilesCache:
             with self._transaction() as db:
                 db.executemany("INSERT OR REPLACE INTO files VALUES (?,?,?,?,?,?,?,?)", rows)
                 db.executemany("INSERT OR REPLACE INTO dirs VALUES (?,?,?,?,?)", dirs)
+                db.executemany("INSERT OR REPLACE INTO dir_entries VALUES (?,?,?)", entries)
                 if commit_gen and self._gen is not None:
                     db.executemany("INSERT OR IGNORE INTO packs VALUES (?)", new_packs)
                     db.execute("UPDATE gens SET committed = 1 WHERE gen = ?", (self._gen,))

@@ -12,6 +12,11 @@ with the same signature, the directory is walked for its subdirectories only; on
 finished and their trees are the ones the row names, the row's tree blob is the directory's
 (no node built, no file looked up, nothing encoded). Otherwise its other entries are handled
 then (the *fallback*), as any directory's are.
+
+A directory that changed still has unchanged entries: the row keeps each entry's key (its
+``lstat`` fields and owners) and its node's JSON, and every entry whose key is unchanged is
+taken as that JSON (a ``_Kept`` child): no node built, no extended attributes listed, no
+file looked up, nothing encoded. The tree blob is the same bytes either way.
 """
 
 from __future__ import annotations
@@ -27,10 +32,15 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeAlias
 
 from drengine.core.errors import DrengineError
-from drengine.core.model import Node
+from drengine.core.model import Node, encode_node
 from drengine.pipeline.content import ContentStore
 from drengine.sources.files_cache import DirRow, FilesCache, racy_margin_ns
-from drengine.sources.files_dirsig import listing_signature, subtree_signature
+from drengine.sources.files_dirsig import (
+    listing_signature,
+    pack_entries,
+    subtree_signature,
+    unpack_entries,
+)
 from drengine.sources.files_meta import Anchor, Place, node_from_stat, open_file
 
 _OPEN_DIRS = 256
@@ -64,6 +74,14 @@ class _FileResult:
     read_started_ns: int
 
 
+@dataclass(slots=True)
+class _Kept:
+    """An unchanged entry of a changed directory: its node's JSON from the directory row."""
+
+    name: bytes
+    text: bytes
+
+
 # A listed entry: its name and its ``lstat`` (or why there is none).
 _Entry: TypeAlias = "tuple[bytes, os.stat_result | OSError]"
 
@@ -79,6 +97,7 @@ class _Listing:
     anchor: Anchor | None  # opened for it (a deep path): released when the listing ends
     todo: list[_Entry]  # what the walk handles now: every entry, or the subdirectories
     sig: bytes | None = None  # listing signature; None: no row may be stored or used
+    keys: dict[bytes, bytes] | None = None  # every entry's key, with ``sig``
     clean: bool = True  # nothing failed and nothing changed too recently to be told apart
     reuse: DirRow | None = None  # a row with this signature: reuse its tree if it holds
     signed: list[tuple[bytes, os.stat_result]] = field(default_factory=list)  # with reuse
@@ -93,13 +112,17 @@ class _PendingDir:
     children: list[Child]
     done: Node | None = None
     sig: bytes | None = None
+    keys: dict[bytes, bytes] | None = None
     clean: bool = False
     listing: _Listing | None = None  # kept (anchor held) while a row's reuse is undecided
 
 
 # What a directory holds while it is open: a finished node, a file being read, a
-# subdirectory, or (node, first child) for a further name of a hard-linked file.
-Child: TypeAlias = "Node | _FileResult | Future[_FileResult] | _PendingDir | tuple[Node, Any]"
+# subdirectory, an unchanged entry's JSON, or (node, first child) for a further name of a
+# hard-linked file.
+Child: TypeAlias = (
+    "Node | _FileResult | Future[_FileResult] | _PendingDir | _Kept | tuple[Node, Any]"
+)
 
 
 def join(directory: bytes, name: bytes) -> bytes:
@@ -174,7 +197,9 @@ class Walker:
                     top.clean = False
                 continue
             stack.pop()
-            pd = _PendingDir(top.node, top.path, top.children, sig=top.sig, clean=top.clean)
+            pd = _PendingDir(
+                top.node, top.path, top.children, sig=top.sig, keys=top.keys, clean=top.clean
+            )
             if top.reuse is not None:
                 pd.listing = top  # its anchor is released once the reuse is decided
             elif top.anchor is not None:
@@ -253,15 +278,58 @@ class Walker:
         if len(signed) != len(listing.entries):
             return
         assert self.dir_context is not None and self.cache is not None
-        listing.sig = listing_signature(self.dir_context, signed)
+        listing.sig, listing.keys = listing_signature(self.dir_context, signed)
         listing.clean = not any(
             st.st_ctime_ns >= started - racy_margin_ns(st.st_ctime_ns, st.st_mtime_ns)
             for _, st in signed
         )
         row = self.cache.lookup_dir(listing.path)
-        if row is not None and row.sig == listing.sig:
+        if row is None:
+            return
+        if row.sig == listing.sig:
             listing.reuse, listing.signed = row, signed
             listing.todo = [e for e in signed if stat.S_ISDIR(e[1].st_mode)]
+            return
+        kept, todo = self.keep_unchanged(listing.path, signed, listing.keys)
+        if kept:
+            listing.children += kept
+            listing.todo = todo
+
+    def keep_unchanged(
+        self, path: bytes, signed: list[tuple[bytes, os.stat_result]], keys: dict[bytes, bytes]
+    ) -> tuple[list[_Kept], list[_Entry]]:
+        """The entries (never a subdirectory) whose key is the one in the records of the
+        directory's row, as their JSON, and the entries left to handle."""
+        assert self.dir_context is not None and self.cache is not None
+        records = unpack_entries(self.dir_context, self.cache.dir_entries(path))
+        if not records:
+            return [], list(signed)
+        kept: list[_Kept] = []
+        todo: list[_Entry] = []
+        files = nbytes = 0
+        for e in signed:
+            name, st = e
+            rec = records.get(name)
+            if rec is None or rec[0] != keys[name] or stat.S_ISDIR(st.st_mode):
+                todo.append(e)
+                continue
+            kept.append(_Kept(name, rec[1]))
+            if stat.S_ISREG(st.st_mode):
+                files += 1
+                nbytes += st.st_size
+        if kept:
+            self.rely_on_cached_packs()
+            self.counts["files_unmodified"] += files
+            self.bytes_total += nbytes
+            self.progress.files_done_many(len(kept), nbytes)
+        return kept, todo
+
+    def rely_on_cached_packs(self) -> None:
+        """Rows name blobs (below a tree, in an entry's JSON) that lie in the packs the
+        cache knows, which the snapshot then references without looking each one up."""
+        if not self.relied_on_packs and self.cache is not None:
+            self.store.rely_on_packs(self.cache.known_packs)
+            self.relied_on_packs = True
 
     def file_child(self, path: bytes, node: Node, place: Place) -> Child:
         self.bytes_total += node.size
@@ -360,6 +428,7 @@ class Walker:
             if res.node is not None and self.cache is not None:
                 self.cache.store(join(path, res.node.name), res.node, res.read_started_ns)
             return res.node
+        assert not isinstance(child, _Kept)  # taken as its JSON by ``encode``
         node, first = child  # a further name of a hard-linked file
         src = self.resolve_quiet(first)
         if src is None:
@@ -390,19 +459,37 @@ class Walker:
         return pd
 
     def encode(self, pd: _PendingDir) -> None:
-        nodes = [n for c in pd.children if (n := self.resolve(c, pd.path)) is not None]
-        clean = pd.clean and len(nodes) == len(pd.children)
+        parts: list[tuple[bytes, bytes]] = []  # every node's (name, JSON)
+        entries: list[tuple[bytes, bytes]] = []  # those other than subdirectories
+        subtrees: list[bytes | None] = []
+        for c in pd.children:
+            if isinstance(c, _Kept):
+                part = (c.name, c.text)
+                entries.append(part)
+            elif (n := self.resolve(c, pd.path)) is None:
+                continue
+            else:
+                part = (n.name, encode_node(n).encode("ascii"))
+                if n.type == "dir":
+                    subtrees.append(n.subtree)
+                else:
+                    entries.append(part)
+            parts.append(part)
+        clean = pd.clean and len(parts) == len(pd.children)
         try:
-            pd.node.subtree = self.store.save_tree(nodes)
+            pd.node.subtree = self.store.save_tree_parts(parts)
         except DrengineError as e:  # a directory too large for one tree blob
             self.error(pd.path, e)
             self.unlisted.add(pd.path)
             pd.node.subtree = self.store.save_tree([])
             clean = False
         pd.done = pd.node
-        if clean and pd.sig is not None and self.cache is not None:
-            sub = subtree_signature(n.subtree for n in nodes if n.type == "dir")
-            self.cache.store_dir(pd.path, DirRow(pd.sig, sub, pd.node.subtree))
+        if clean and pd.sig is not None and pd.keys is not None and self.cache is not None:
+            assert self.dir_context is not None
+            keys = pd.keys
+            records = pack_entries(self.dir_context, ((n, keys[n], t) for n, t in entries))
+            row = DirRow(pd.sig, subtree_signature(subtrees), pd.node.subtree, records)
+            self.cache.store_dir(pd.path, row)
 
     def reused(self, pd: _PendingDir, listing: _Listing) -> bool:
         """Reuse the row's tree if the subdirectories' trees are the ones it names."""
@@ -415,9 +502,7 @@ class Walker:
             or not self.store.has_all([row.tree])
         ):
             return False
-        if not self.relied_on_packs:  # the blobs below the row's tree lie in these
-            self.store.rely_on_packs(self.cache.known_packs)
-            self.relied_on_packs = True
+        self.rely_on_cached_packs()
         pd.node.subtree, pd.done, pd.listing = row.tree, pd.node, None
         files = nbytes = 0
         for _, st in listing.signed:
@@ -435,8 +520,11 @@ class Walker:
         """The row did not hold: handle the entries other than subdirectories now."""
         pd.listing = None
         subdirs = {c.node.name: c for c in pd.children if isinstance(c, _PendingDir)}
-        children: list[Child] = []
-        for name, st in listing.signed:
+        assert listing.keys is not None
+        kept, todo = self.keep_unchanged(pd.path, listing.signed, listing.keys)
+        children: list[Child] = list(kept)
+        for name, st in todo:
+            assert not isinstance(st, OSError)  # signed entries have their lstat
             if stat.S_ISDIR(st.st_mode):
                 if (sub := subdirs.get(name)) is not None:
                     children.append(sub)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import sqlite3
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -13,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from drengine.core import model
+from drengine.core.cache_dir import repo_cache_dir
 from drengine.core.model import Node, Snapshot
 from drengine.engine.backup import BackupOptions, run_backup
 from drengine.pipeline import content as content_mod
@@ -20,7 +22,7 @@ from drengine.pipeline.saver import BlobSaver
 from drengine.repository import layout
 from drengine.repository.layout import BlobType
 from drengine.repository.repo import Repository
-from drengine.sources import files_cache, files_walk
+from drengine.sources import files_cache, files_meta, files_walk
 from drengine.sources.excludes import ExcludeRules
 from drengine.sources.files import FileSource
 
@@ -36,7 +38,12 @@ def encoded(monkeypatch: pytest.MonkeyPatch) -> list[list[bytes]]:
         seen.append(sorted(n.name for n in nodes))
         return model.encode_tree(nodes)
 
+    def counting_parts(parts: list[tuple[bytes, bytes]]) -> bytes:
+        seen.append(sorted(name for name, _ in parts))
+        return model.encode_tree_parts(parts)
+
     monkeypatch.setattr(content_mod, "encode_tree", counting)
+    monkeypatch.setattr(content_mod, "encode_tree_parts", counting_parts)
     return seen
 
 
@@ -228,3 +235,76 @@ def test_a_pack_lost_since_the_last_backup_drops_every_row(
                 files += 1
                 assert b"".join(reader.read_blob(b) for b in node.content) == p.read_bytes()
     assert files == 19
+
+
+@pytest.fixture
+def built(monkeypatch: pytest.MonkeyPatch) -> list[bytes]:
+    """The names of every entry a backup builds a node for."""
+    names: list[bytes] = []
+    real = files_walk.node_from_stat
+
+    def counting(name: bytes, place: files_meta.Place, st: os.stat_result) -> Node:
+        names.append(name)
+        return real(name, place, st)
+
+    monkeypatch.setattr(files_walk, "node_from_stat", counting)
+    return names
+
+
+def test_unchanged_entries_of_a_changed_directory_keep_their_json(
+    mem_repo: Repository, tmp_path: Path, built: list[bytes]
+) -> None:
+    src = tmp_path / "src"
+    _tree(src)
+    _backup(mem_repo, src)
+    (src / "a/b/c/f1.txt").write_bytes(b"changed\n")
+    (src / "a/f2.txt").write_bytes(b"changed too\n")
+    time.sleep(_SETTLE_S)
+    built.clear()
+    cached = _backup(mem_repo, src)
+    # The directories walked to the changes and the two changed files; nothing else.
+    assert sorted(set(built) - {os.fsencode(p) for p in src.parts}) == [
+        b"a",
+        b"b",
+        b"c",
+        b"d",
+        b"e",
+        b"f1.txt",
+        b"f2.txt",
+    ]
+    assert cached.summary["files_changed"] == 2
+    assert cached.summary["files_unmodified"] == 17
+    assert cached.summary["bytes_total"] == sum(
+        p.stat().st_size for p in src.rglob("*") if p.is_file() and not p.is_symlink()
+    )
+    fresh = _backup(mem_repo, src, cache=False)
+    assert _subtree(mem_repo, cached, src) == _subtree(mem_repo, fresh, src)
+
+
+def _damage_entry_records(repo: Repository) -> int:
+    db = sqlite3.connect(repo_cache_dir(repo.id) / "files.sqlite")
+    with db:
+        rows = db.execute("SELECT dir, entries FROM dir_entries").fetchall()
+        for d, entries in rows:
+            flipped = bytes([entries[-1] ^ 1])
+            db.execute(
+                "UPDATE dir_entries SET entries = ? WHERE dir = ?", (entries[:-1] + flipped, d)
+            )
+    db.close()
+    return len(rows)
+
+
+def test_damaged_entry_records_cost_speed_only(
+    mem_repo: Repository, tmp_path: Path, built: list[bytes]
+) -> None:
+    src = tmp_path / "src"
+    _tree(src)
+    _backup(mem_repo, src)
+    assert _damage_entry_records(mem_repo) >= 6
+    (src / "a/b/c/f1.txt").write_bytes(b"changed\n")
+    time.sleep(_SETTLE_S)
+    built.clear()
+    cached = _backup(mem_repo, src)
+    assert {b"f0.txt", b"f2.txt"} <= set(built)  # built again: the records were not trusted
+    fresh = _backup(mem_repo, src, cache=False)
+    assert _subtree(mem_repo, cached, src) == _subtree(mem_repo, fresh, src)

@@ -7,7 +7,15 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from drengine.core.model import NODE_TYPES, Node, decode_tree, encode_tree, encode_tree_reference
+from drengine.core.model import (
+    NODE_TYPES,
+    Node,
+    decode_tree,
+    encode_node,
+    encode_tree,
+    encode_tree_parts,
+    encode_tree_reference,
+)
 
 _ints = st.integers(min_value=-(1 << 63), max_value=(1 << 64) - 1)
 _ids = st.binary(min_size=32, max_size=32)
@@ -49,6 +57,14 @@ def nodes(draw: st.DrawFn) -> Node:
 @given(st.lists(nodes(), max_size=6, unique_by=lambda n: n.name))
 def test_tree_encoding_is_the_canonical_json(tree: list[Node]) -> None:
     assert encode_tree(tree) == encode_tree_reference(tree)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(nodes(), max_size=6, unique_by=lambda n: n.name))
+def test_a_tree_of_encoded_nodes_is_the_tree_of_the_nodes(tree: list[Node]) -> None:
+    """A backup joins the JSON of unchanged entries (kept in its cache) with new nodes'."""
+    parts = [(n.name, encode_node(n).encode("ascii")) for n in reversed(tree)]
+    assert encode_tree_parts(parts) == encode_tree(tree)
 
 
 def test_a_real_file_and_directory_round_trip() -> None:
