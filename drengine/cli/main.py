@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import importlib
 import logging
 import os
 import signal
@@ -83,31 +84,54 @@ def _global(
             logging.getLogger(name).setLevel(logging.INFO)
 
 
-def _register() -> None:
-    from drengine.cli import (  # noqa: F401 - each module adds its command to ``app``
-        cmd_backup,
-        cmd_check,
-        cmd_copy,
-        cmd_daemon,
-        cmd_drill,
-        cmd_dump,
-        cmd_forget,
-        cmd_init,
-        cmd_key,
-        cmd_ls,
-        cmd_policy,
-        cmd_prune,
-        cmd_repair,
-        cmd_report,
-        cmd_restore,
-        cmd_run,
-        cmd_snapshots,
-        cmd_status,
-        cmd_unlock,
-    )
+# Every command's module, in the order ``--help`` lists them; ``cmd_NAME`` adds ``NAME``.
+COMMANDS = (
+    "backup",
+    "check",
+    "copy",
+    "daemon",
+    "drill",
+    "dump",
+    "forget",
+    "init",
+    "key",
+    "ls",
+    "policy",
+    "prune",
+    "repair",
+    "report",
+    "restore",
+    "run",
+    "snapshots",
+    "status",
+    "unlock",
+)
+# Global options that take a value (``_global``): what comes after them is not a command.
+_VALUED = {"-r", "--repo", "--retry-lock", "--s3-endpoint", "--s3-region"}
+_VALUED |= {"--s3-storage-class", "--s3-sse", "--s3-sse-kms-key-id"}
 
 
-_register()
+def command_named(args: list[str]) -> str | None:
+    """The command an argument list runs, if it names one of ``COMMANDS``."""
+    it = iter(args)
+    for arg in it:
+        if arg.startswith("-"):
+            if arg in _VALUED:
+                next(it, None)
+            continue
+        return arg if arg in COMMANDS else None
+    return None
+
+
+def register_commands(args: list[str] | None = None) -> None:
+    """Import the command ``args`` run, or every command (``--help``, an unknown name, or
+    no ``args``: a caller invoking ``app`` itself). One command's module instead of all
+    of them takes about a tenth of a second off every run on the project's VM."""
+    name = command_named(args) if args is not None else None
+    if name is None and args is not None and "--version" in args:
+        return  # eager: it prints and exits before any command
+    for command in (name,) if name else COMMANDS:
+        importlib.import_module(f"drengine.cli.cmd_{command}")
 
 
 def _is_click_exception(e: BaseException) -> bool:
@@ -151,6 +175,7 @@ def _quiet_stdout() -> None:
 
 def main() -> None:
     signal.signal(signal.SIGTERM, _terminate)
+    register_commands(sys.argv[1:])
     try:
         rc = app(standalone_mode=False)
         sys.stdout.flush()  # a closed pipe shows here, not in the interpreter's exit

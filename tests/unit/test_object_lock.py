@@ -20,7 +20,7 @@ from moto import mock_aws
 from typer.testing import CliRunner
 
 from drengine.cli.cmd_prune import report_prune
-from drengine.cli.main import app
+from drengine.cli.main import app, register_commands
 from drengine.core.errors import IntegrityError, StorageError, UnsupportedFormat, UsageError
 from drengine.crypto.aead import seal
 from drengine.crypto.keys import KdfParams
@@ -432,6 +432,7 @@ def test_report_names_what_object_lock_kept(capsys: pytest.CaptureFixture[str]) 
 
 
 def _init(url: str, *args: str) -> Any:
+    register_commands()  # every command, as for a caller that runs ``app`` itself
     return CliRunner().invoke(
         app, ["--repo", url, "init", "--kdf-memory-mib", "8", "--kdf-iterations", "1", *args]
     )
