@@ -23,12 +23,11 @@ from drengine.core.errors import Cancelled, DrengineError, ObjectNotFound
 from drengine.core.model import Node
 from drengine.core.phases import NO_PHASES, Phases
 from drengine.crypto.keys import b64d
+from drengine.engine.check_packs import read_pack
+from drengine.engine.check_procs import PackWorkers, process_count
 from drengine.engine.reachability import referenced_blobs
-from drengine.repository import layout
 from drengine.repository.index import IndexEntry
-from drengine.repository.layout import BlobType
 from drengine.repository.locks import Locks, locked
-from drengine.repository.pack import parse_trailer
 from drengine.repository.repo import Repository
 from drengine.repository.reports import load_report, report_ids, signing_key
 
@@ -80,32 +79,57 @@ def _run_check(
     with phases.span("index"):
         repo.load_index()
     with phases.span("verify"):
-        by_pack, stored = _check_structure(repo, res, say)
-
+        by_pack, stored = _check_packs(repo, res, say)
+    packs: list[bytes] = []
     if read_fraction > 0:
         packs = sorted(p for p in by_pack if p in stored)
         if read_fraction < 1:
             rng = random.Random(seed)
             packs = rng.sample(packs, max(1, round(len(packs) * read_fraction))) if packs else []
-        say(f"reading {len(packs)} packs")
-        with ThreadPoolExecutor(3, thread_name_prefix="check") as pool:
 
-            def read(p: bytes) -> tuple[list[str], int]:
-                stop_if_cancelled()
-                return _read_pack(repo, p, by_pack[p], phases)
+    def cancelled() -> bool:
+        try:
+            stop_if_cancelled()
+        except Cancelled:
+            return True
+        return False
 
-            for errors, nblobs in pool.map(read, packs):
-                res.errors.extend(errors)
-                res.packs_read += 1
-                res.blobs_read += nblobs
+    # Worker processes read the packs while this process checks the trees (both are
+    # Python per blob or per node: threads of one process would share one core).
+    workers = PackWorkers(repo, phases, cancelled)
+    try:
+        n = process_count(repo, len(packs), sum(stored[p] for p in packs))
+        if n:
+            workers.start(n, [(p, by_pack[p]) for p in packs])
+        with phases.span("verify"):
+            _check_metadata(repo, res, say)
+        if packs:
+            say(f"reading {len(packs)} packs")
+        done = {p: (d.errors, d.blobs_read) for p, d in workers.results().items()}
+        stop_if_cancelled()
+    finally:
+        workers.stop()
+    left = [p for p in packs if p not in done]
+    with ThreadPoolExecutor(3, thread_name_prefix="check") as pool:
+
+        def read(p: bytes) -> tuple[list[str], int]:
+            stop_if_cancelled()
+            return read_pack(repo, p, by_pack[p], phases)
+
+        done.update(zip(left, pool.map(read, left), strict=True))
+    for p in packs:  # in pack order, however they were read
+        errors, nblobs = done[p]
+        res.errors.extend(errors)
+        res.packs_read += 1
+        res.blobs_read += nblobs
     return res
 
 
-def _check_structure(
+def _check_packs(
     repo: Repository, res: CheckResult, say: Callable[[str], None]
 ) -> tuple[dict[bytes, list[tuple[bytes, IndexEntry]]], dict[bytes, int]]:
-    """Everything but reading the packs' data; the indexed blobs by pack, and the packs
-    stored (ID -> size)."""
+    """The index objects and the packs: the indexed blobs by pack, and the packs stored
+    (ID -> size)."""
     for name in repo.damaged_index_objects():
         res.errors.append(f"{name}: {repo.damaged[name]} (drengine repair index rebuilds it)")
     by_pack: dict[bytes, list[tuple[bytes, IndexEntry]]] = defaultdict(list)
@@ -129,7 +153,11 @@ def _check_structure(
             res.errors.append(f"pack {pack_id.hex()} is truncated ({size} bytes)")
     for pack_id in stored.keys() - by_pack.keys():
         res.warnings.append(f"pack {pack_id.hex()} is not in any index (prune removes it)")
+    return by_pack, stored
 
+
+def _check_metadata(repo: Repository, res: CheckResult, say: Callable[[str], None]) -> None:
+    """Snapshots and trees, locks and leftovers, key files, reports, stray objects."""
     say("checking snapshots and trees")
     _check_trees(repo, res)
     _check_locks_and_leftovers(repo, res)
@@ -140,7 +168,6 @@ def _check_structure(
     for name, why in sorted(repo.strays.found.items()):
         if name not in misplaced:
             res.errors.append(f"{name}: {why}")
-    return by_pack, stored
 
 
 def _check_trees(repo: Repository, res: CheckResult) -> None:
@@ -212,42 +239,3 @@ def _check_locks_and_leftovers(repo: Repository, res: CheckResult) -> None:
             f"{tmp.name}: temporary file of a killed or failed write, {tmp.size} bytes "
             "(prune removes it)"
         )
-
-
-def _read_pack(
-    repo: Repository, pack_id: bytes, blobs: list[tuple[bytes, IndexEntry]], phases: Phases
-) -> tuple[list[str], int]:
-    name = pack_id.hex()
-    try:
-        with phases.span("fetch"):
-            data = repo.read_pack(pack_id)
-    except DrengineError as e:
-        return [f"pack {name}: {e}"], 0
-    with phases.span("decrypt"):
-        return _open_pack(repo, name, data, blobs)
-
-
-def _open_pack(
-    repo: Repository, name: str, data: bytes, blobs: list[tuple[bytes, IndexEntry]]
-) -> tuple[list[str], int]:
-    if layout.object_id(data) != name:
-        return [f"pack {name} does not match its hash (damaged in storage)"], 0
-    errors: list[str] = []
-    try:
-        _, records = parse_trailer(repo.keys.encryption, data, f"pack {name}")
-        listed = {(r.id, r.offset, r.length) for r in records}
-        indexed = {(bid, e.offset, e.length) for bid, e in blobs}
-        if indexed - listed:
-            errors.append(f"pack {name}: the index lists blobs the pack trailer does not")
-    except DrengineError as e:
-        errors.append(str(e))
-    view = memoryview(data)
-    n = 0
-    for bid, entry in blobs:
-        try:
-            repo.open_blob(bid, entry, view[entry.offset : entry.offset + entry.length])
-            n += 1
-        except DrengineError as e:
-            kind = "tree" if entry.type == BlobType.TREE else "data"
-            errors.append(f"pack {name}: {kind} {e}")
-    return errors, n

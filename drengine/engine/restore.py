@@ -37,7 +37,6 @@ from drengine.engine.restore_dirs import ROOT, DirFds, NotADirectory, default_li
 from drengine.engine.restore_files import ENTRY_ERRORS, FileWriter, TempNames, reason
 from drengine.engine.restore_plan import Entry, Plan, build_plan
 from drengine.engine.restore_procs import (
-    Worker,
     WriterProcesses,
     process_count,
     start_workers,
@@ -46,6 +45,7 @@ from drengine.engine.restore_procs import (
 )
 from drengine.engine.restore_wire import Setup
 from drengine.engine.tree_paths import TreeCache, check_expansion, find_node, split_path
+from drengine.engine.workers import Worker
 from drengine.repository.locks import locked
 from drengine.repository.repo import Repository
 from drengine.sources.files_restore import (

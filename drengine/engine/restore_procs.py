@@ -20,19 +20,19 @@ import contextlib
 import os
 import selectors
 import socket
-import subprocess
 import sys
 import threading
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
 
 from drengine.core.errors import Cancelled, DrengineError
 from drengine.core.phases import Phases
 from drengine.core.progress import Progress
 from drengine.engine import restore_wire as wire
+from drengine.engine import workers as workers_mod
 from drengine.engine.restore_batches import Batch
 from drengine.engine.restore_plan import Entry
+from drengine.engine.workers import Worker
 from drengine.repository.repo import Repository
 from drengine.storage.url import reopen_url
 
@@ -57,7 +57,7 @@ def process_count(repo: Repository, files: int) -> int:
         return min(int(given), 16)
     if files < _MIN_FILES:
         return 0
-    cpus = len(os.sched_getaffinity(0))
+    cpus = workers_mod.cpus()
     return 0 if cpus < 2 else min(cpus, _MAX_PROCESSES)
 
 
@@ -83,56 +83,17 @@ def work_items(
     return items, here
 
 
-@dataclass
-class Worker:
-    proc: subprocess.Popen[bytes]
-    sock: socket.socket
-    pending: deque[Item] = field(default_factory=deque)
-    closing: bool = False  # told there is no more work
-    finished: bool = False
-
-
 def start_workers(n: int) -> list[Worker]:
     """Start ``n`` workers (fewer if an interpreter cannot start); they wait for ``run``."""
     return _start(n) if n > 0 else []
 
 
 def stop_workers(workers: list[Worker]) -> None:
-    """Let each worker finish its file and exit: one waiting for work sees the socket
-    close, one writing stops after its file on SIGTERM."""
-    for w in workers:
-        if not w.finished:
-            with contextlib.suppress(OSError):
-                w.sock.shutdown(socket.SHUT_RDWR)
-            with contextlib.suppress(OSError):
-                w.proc.terminate()
-    for w in workers:
-        try:
-            w.proc.wait(_STOP_WAIT)
-        except subprocess.TimeoutExpired:
-            w.proc.kill()
-            w.proc.wait()
-        w.sock.close()
+    workers_mod.stop(workers, _STOP_WAIT)
 
 
 def _start(n: int) -> list[Worker]:
-    workers = []
-    for _ in range(n):
-        ours, theirs = socket.socketpair()
-        try:
-            proc = subprocess.Popen(
-                [*_WORKER, str(theirs.fileno())],
-                pass_fds=[theirs.fileno()],
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.DEVNULL,
-            )
-        except OSError:
-            ours.close()
-            break  # no interpreter to start: what is left is written in-process
-        finally:
-            theirs.close()
-        workers.append(Worker(proc, ours))
-    return workers
+    return workers_mod.start(n, _WORKER)
 
 
 class WriterProcesses:

@@ -1,31 +1,34 @@
-"""Messages between a restore and its writer processes, over a private socket pair.
-
-Each message is a 4-byte big-endian length and a pickle. Pickle is safe here: both ends are
-this program, the socket pair is created by the parent and inherited by the child only,
-and nothing read from the repository or the target is unpickled (a repository's bytes
-reach a worker only as ``bytes`` inside a message the parent built).
+"""Messages between a restore and its writer processes (``workers``: a private socket pair,
+length-prefixed pickles).
 
 Parent to worker: ``Setup``, then the target's descriptor (``SCM_RIGHTS``), then work
 items (``BatchItem`` or ``FileItem``), then ``None`` (no more work). Worker to parent:
 for each item in order a ``Done``, ``Progress`` messages meanwhile, and
-``Finished`` with its phase timings before it exits.
+``workers.Finished`` with its phase timings before it exits.
 """
 
 from __future__ import annotations
 
-import pickle
-import socket
-import struct
 from dataclasses import dataclass, field
 
 from drengine.crypto.keys import MasterKeys
 from drengine.engine.restore_batches import Batch
 from drengine.engine.restore_plan import Entry
+from drengine.engine.workers import Finished, recv, send
 from drengine.repository.config import Config
 from drengine.repository.index import IndexEntry
 
-_LENGTH = struct.Struct(">I")
-_MAX_MESSAGE = 1 << 30
+__all__ = [
+    "BatchItem",
+    "Done",
+    "FileItem",
+    "Finished",
+    "Progress",
+    "Setup",
+    "entries_of",
+    "recv",
+    "send",
+]
 
 
 @dataclass
@@ -66,34 +69,6 @@ class Done:
 @dataclass
 class Progress:
     nbytes: int
-
-
-@dataclass
-class Finished:
-    phases: list[tuple[str, float, float]]  # (phase, wall seconds, busy seconds)
-
-
-def send(sock: socket.socket, obj: object) -> None:
-    data = pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
-    sock.sendall(_LENGTH.pack(len(data)) + data)
-
-
-def recv(sock: socket.socket) -> object:
-    """The next message; ``EOFError`` if the other end closed or died."""
-    (length,) = _LENGTH.unpack(_exactly(sock, _LENGTH.size))
-    if length > _MAX_MESSAGE:
-        raise EOFError(f"a message of {length} bytes")
-    return pickle.loads(_exactly(sock, length))
-
-
-def _exactly(sock: socket.socket, n: int) -> bytes:
-    buf = bytearray()
-    while len(buf) < n:
-        chunk = sock.recv(min(n - len(buf), 1 << 20))
-        if not chunk:
-            raise EOFError("the other end closed the connection")
-        buf += chunk
-    return bytes(buf)
 
 
 def entries_of(item: BatchItem | FileItem) -> list[Entry]:

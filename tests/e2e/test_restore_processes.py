@@ -19,6 +19,7 @@ from drengine.engine import restore_procs
 from drengine.engine.backup import BackupOptions, run_backup
 from drengine.engine.restore import run_restore
 from drengine.engine.tree_paths import find_node
+from drengine.engine.workers import Worker
 from drengine.repository import layout
 from drengine.repository.repo import Repository
 from drengine.sources.files import FileSource
@@ -84,7 +85,7 @@ def _count_starts(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     started: list[int] = []
     real = restore_procs._start
 
-    def counting(n: int) -> list[restore_procs.Worker]:
+    def counting(n: int) -> list[Worker]:
         started.append(n)
         return real(n)
 

@@ -1,0 +1,59 @@
+"""A check's worker process: ``python -m drengine.engine.check_worker FD``.
+
+Started by ``check_procs`` with one end of a socket pair as ``FD``. It opens the pack
+storage again and verifies each pack it is sent exactly as the checking process would
+(``check_packs.read_pack``: the pack's name against its hash, its trailer against the index,
+every blob decrypted, decompressed and hashed against its ID), answering with the pack's
+errors. It holds no lock and writes nothing: the checking process holds the repository's
+lock and outlives it.
+
+SIGINT is ignored (the checking process decides what a Ctrl-C stops); SIGTERM stops it
+after its pack. A worker whose parent went away sees the socket close and stops.
+"""
+
+from __future__ import annotations
+
+import signal
+import socket
+import sys
+import threading
+
+from drengine.core.phases import Phases
+from drengine.engine.check_packs import read_pack
+from drengine.engine.check_procs import PackDone, PackItem, Setup
+from drengine.engine.workers import Finished, recv, send
+from drengine.repository.repo import Repository
+from drengine.storage.url import open_backend
+
+
+def serve(sock: socket.socket) -> None:
+    setup = recv(sock)
+    assert isinstance(setup, Setup)
+    repo = Repository(open_backend(setup.url), setup.keys, setup.config)
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    phases = Phases()
+    while not stop.is_set() and (item := recv(sock)) is not None:
+        assert isinstance(item, PackItem)
+        errors, n = read_pack(repo, item.pack_id, item.blobs, phases)
+        send(sock, PackDone(item.pack_id, errors, n))
+    send(sock, Finished([(n, phases.wall(n), phases.busy(n)) for n in phases.names()]))
+
+
+def main(argv: list[str]) -> int:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    sock = socket.socket(fileno=int(argv[1]))
+    try:
+        serve(sock)
+    except (EOFError, BrokenPipeError, ConnectionResetError):
+        return 1  # the parent went away or gave up on this worker: nothing to report to
+    except Exception as e:  # the checking process reads this worker's packs itself
+        print(f"drengine: a check worker process stopped: {e}", file=sys.stderr)
+        return 2
+    finally:
+        sock.close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))
