@@ -30,7 +30,8 @@ from drengine.engine.check_packs import PackBlobs
 from drengine.engine.workers import Finished, Worker, recv, send
 from drengine.repository.config import Config
 from drengine.repository.repo import Repository
-from drengine.storage.url import reopen_url
+from drengine.storage.options import BackendSpec
+from drengine.storage.url import reopen_spec
 
 ENV = "DRENGINE_CHECK_PROCESSES"  # 0: verify in-process; N: exactly N worker processes
 # Less to read than this: starting interpreters (~0.3 s each here) costs more than it saves.
@@ -42,7 +43,7 @@ _WORKER = [sys.executable, "-m", "drengine.engine.check_worker"]  # + the socket
 
 @dataclass
 class Setup:
-    url: str  # the pack storage, opened again by the worker (``storage.url.reopen_url``)
+    storage: BackendSpec  # the packs' storage, opened again by the worker
     keys: MasterKeys
     config: Config
 
@@ -63,7 +64,7 @@ class PackDone:
 def process_count(repo: Repository, packs: int, nbytes: int) -> int:
     """Worker processes for reading ``packs`` packs of ``nbytes`` bytes in all; 0 to read
     them in-process."""
-    if reopen_url(repo.backend) is None or packs == 0:
+    if reopen_spec(repo.backend) is None or packs == 0:
         return 0
     given = os.environ.get(ENV, "").strip()
     if given.isdigit():
@@ -86,10 +87,10 @@ class PackWorkers:
         self._thread: threading.Thread | None = None
 
     def start(self, n: int, packs: list[tuple[bytes, PackBlobs]]) -> None:
-        url = reopen_url(self.repo.backend)
-        assert url is not None  # ``process_count`` said so
+        spec = reopen_spec(self.repo.backend)
+        assert spec is not None  # ``process_count`` said so
         self.workers = workers_mod.start(n, _WORKER)
-        setup = Setup(url, self.repo.keys, self.repo.config)
+        setup = Setup(spec, self.repo.keys, self.repo.config)
         items = deque(PackItem(p, blobs) for p, blobs in packs)
         self._thread = threading.Thread(
             target=self._serve, args=(setup, items), name="check-workers", daemon=True

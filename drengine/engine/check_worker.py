@@ -29,7 +29,7 @@ from drengine.storage.url import open_backend
 def serve(sock: socket.socket) -> None:
     setup = recv(sock)
     assert isinstance(setup, Setup)
-    repo = Repository(open_backend(setup.url), setup.keys, setup.config)
+    repo = Repository(open_backend(setup.storage.url, setup.storage.s3), setup.keys, setup.config)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     phases = Phases()

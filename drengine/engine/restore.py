@@ -53,7 +53,7 @@ from drengine.sources.files_restore import (
     apply_metadata_opath,
     make_special_at,
 )
-from drengine.storage.url import reopen_url
+from drengine.storage.url import reopen_spec
 
 _FILE_WORKERS = 2
 _FETCH_WORKERS = 4
@@ -210,11 +210,11 @@ class Restorer:
         return write, links
 
     def _setup(self, plan: Plan) -> Setup:
-        url = reopen_url(self.repo.backend)
-        assert url is not None  # process_count said the storage can be opened again
+        spec = reopen_spec(self.repo.backend)
+        assert spec is not None  # process_count said the storage can be opened again
         parents = [d.parent for d in plan.dirs]
         names = [d.name for d in plan.dirs]
-        return Setup(url, self.repo.keys, self.repo.config, parents, names, self.is_root)
+        return Setup(spec, self.repo.keys, self.repo.config, parents, names, self.is_root)
 
     def _write_files(self, plan: Plan, dirs: DirFds, root_fd: int, files: list[Entry]) -> None:
         self.progress.files_total = len(files)

@@ -34,7 +34,7 @@ from drengine.engine.restore_batches import Batch
 from drengine.engine.restore_plan import Entry
 from drengine.engine.workers import Worker
 from drengine.repository.repo import Repository
-from drengine.storage.url import reopen_url
+from drengine.storage.url import reopen_spec
 
 ENV = "DRENGINE_RESTORE_PROCESSES"  # 0: write in-process; N: exactly N writer processes
 _MIN_FILES = 1000  # below this a process start costs more than it saves
@@ -50,7 +50,7 @@ Note = Callable[[Entry, str], None]
 
 def process_count(repo: Repository, files: int) -> int:
     """Writer processes for a restore of ``files`` files with content; 0 for in-process."""
-    if reopen_url(repo.backend) is None:
+    if reopen_spec(repo.backend) is None:
         return 0
     given = os.environ.get(ENV, "").strip()
     if given.isdigit():

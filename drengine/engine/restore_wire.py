@@ -17,6 +17,7 @@ from drengine.engine.restore_plan import Entry
 from drengine.engine.workers import Finished, recv, send
 from drengine.repository.config import Config
 from drengine.repository.index import IndexEntry
+from drengine.storage.options import BackendSpec
 
 __all__ = [
     "BatchItem",
@@ -33,7 +34,7 @@ __all__ = [
 
 @dataclass
 class Setup:
-    url: str  # the pack storage, opened again by the worker (``storage.url.reopen_url``)
+    storage: BackendSpec  # the packs' storage, opened again by the worker
     keys: MasterKeys
     config: Config
     parents: list[int]  # the plan's directories, as ``DirFds`` takes them

@@ -75,7 +75,7 @@ def serve(sock: socket.socket) -> None:
     assert isinstance(setup, wire.Setup)
     _, fds, _, _ = socket.recv_fds(sock, 1, 1)
     root_fd = fds[0]
-    repo = Repository(open_backend(setup.url), setup.keys, setup.config)
+    repo = Repository(open_backend(setup.storage.url, setup.storage.s3), setup.keys, setup.config)
     dirs = DirFds(root_fd, setup.parents, setup.names, default_limit())
     cancel = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: cancel.set())

@@ -84,3 +84,12 @@ def seconds(env: Mapping[str, str], name: str) -> float | None:
     if not value > 0:
         raise UsageError(f"{name} must be a positive number of seconds, not {raw!r}")
     return value
+
+
+@dataclass(frozen=True)
+class BackendSpec:
+    """What another process (a worker of a restore or check) opens to reach the same storage
+    with the same settings: ``storage.url.open_backend(url, s3)``."""
+
+    url: str
+    s3: S3Options | None = None

@@ -29,6 +29,7 @@ from typing import TypeVar
 
 from drengine.core.errors import ObjectExists, ObjectNotFound, StorageError
 from drengine.storage.base import Backend, BackendWrapper, Buffer, ObjectInfo, TemporaryFile
+from drengine.storage.options import BackendSpec
 
 log = logging.getLogger(__name__)
 
@@ -74,6 +75,8 @@ class RetryingBackend(BackendWrapper):
     ) -> None:
         super().__init__(inner)
         self.policy = policy or RetryPolicy()
+        # Set by ``open_backend``: how a worker process opens this storage again.
+        self.spec: BackendSpec | None = None
         self._sleep = sleep
         self._clock = clock
         self._rng = rng or random.Random()

@@ -6,7 +6,7 @@ import os
 
 from drengine.core.errors import UsageError
 from drengine.storage.base import Backend
-from drengine.storage.options import S3Options
+from drengine.storage.options import BackendSpec, S3Options
 
 
 def open_backend(url: str, s3: S3Options | None = None) -> Backend:
@@ -29,23 +29,28 @@ def open_backend(url: str, s3: S3Options | None = None) -> Backend:
         # Network storage fails transiently; the retry wrapper rides that out (storage.md).
         budget = opts.retry_budget
         policy = RetryPolicy() if budget is None else RetryPolicy(budget=budget)
-        return RetryingBackend(S3Backend.from_url(url, opts), policy)
+        backend = RetryingBackend(S3Backend.from_url(url, opts), policy)
+        backend.spec = BackendSpec(url, opts)
+        return backend
     scheme, sep, _ = url.partition("://")
     if sep and scheme.isalnum():
         raise UsageError(f"unsupported repository URL scheme {scheme!r} in {url}")
     return LocalBackend(url)
 
 
-def reopen_url(backend: Backend) -> str | None:
-    """A URL under which another process reads the same packs, or None if it cannot:
-    storage in memory, a fault-injecting test backend, or S3 (whose options and retry
-    policy are not passed on yet). A cache in front of the storage holds no packs, so the
-    storage behind it is what is opened."""
+def reopen_spec(backend: Backend) -> BackendSpec | None:
+    """How another process opens the same storage (``open_backend(spec.url, spec.s3)``), or
+    None if it cannot: storage in memory or a fault-injecting test backend. A cache in front
+    of the storage holds no packs, so the storage behind it is what is opened; S3 comes with
+    the options (and so the retry policy) it was opened with."""
     from drengine.storage.cache import CachingBackend
     from drengine.storage.local import LocalBackend
+    from drengine.storage.retry import RetryingBackend
 
     while type(backend) is CachingBackend:
         backend = backend.inner
     if type(backend) is LocalBackend:
-        return "file://" + os.path.abspath(backend.location)
+        return BackendSpec("file://" + os.path.abspath(backend.location))
+    if type(backend) is RetryingBackend:
+        return backend.spec
     return None

@@ -24,7 +24,9 @@ from drengine.repository import layout
 from drengine.repository.repo import Repository
 from drengine.sources.files import FileSource
 from drengine.storage.local import LocalBackend
-from drengine.storage.url import reopen_url
+from drengine.storage.options import BackendSpec, S3Options
+from drengine.storage.retry import RetryingBackend
+from drengine.storage.url import open_backend, reopen_spec
 
 FILES = 300
 
@@ -187,10 +189,16 @@ def test_cancel_stops_the_workers_and_leaves_no_temporary_files(
 def test_only_storage_another_process_can_open_is_used(
     mem_repo: Repository, tmp_path: Path
 ) -> None:
-    assert reopen_url(mem_repo.backend) is None
+    assert reopen_spec(mem_repo.backend) is None
     assert restore_procs.process_count(mem_repo, 10**6) == 0
     local = LocalBackend(tmp_path / "r")
-    assert reopen_url(local) == "file://" + str(tmp_path / "r")
+    assert reopen_spec(local) == BackendSpec("file://" + str(tmp_path / "r"))
+    # S3 is opened again with the options it was opened with (so the same retry budget);
+    # a retry wrapper built by hand (tests, fault injection) names no way to reopen.
+    opts = S3Options(endpoint_url="http://127.0.0.1:1", retry_budget=7.0)
+    s3 = open_backend("s3://bkt/pre", opts)
+    assert reopen_spec(s3) == BackendSpec("s3://bkt/pre", opts)
+    assert reopen_spec(RetryingBackend(local)) is None
 
 
 def test_a_file_whose_blobs_the_index_cannot_place_costs_that_file_only(

@@ -158,3 +158,32 @@ def test_backup_rides_out_a_30_second_outage(own_seaweed: SeaweedS3, tmp_path: P
     restarter = threading.Thread(target=own_seaweed.restart, kwargs={"down_for": 30.0})
     _backup_through_outage(own_seaweed, tmp_path, "restart", restarter.start)
     restarter.join()
+
+
+def test_restore_and_check_in_worker_processes(
+    seaweed_env: SeaweedS3, tmp_path: Path, s3_prefix: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Workers open the S3 repository again with the options it was opened with."""
+    from drengine.engine import check_procs, restore_procs
+    from drengine.repository.repo import Repository
+    from drengine.storage.url import open_backend
+
+    url = f"s3://{BUCKET}/{s3_prefix}"
+    run = _drengine(
+        seaweed_env, tmp_path, url, DRENGINE_RESTORE_PROCESSES="2", DRENGINE_CHECK_PROCESSES="2"
+    )
+    src = tmp_path / "src"
+    files = _tree(src, big=2 * MiB)
+    for i in range(60):
+        files[f"many/f{i}.txt"] = os.urandom(100 + 37 * i)
+        (src / "many").mkdir(exist_ok=True)
+        (src / f"many/f{i}.txt").write_bytes(files[f"many/f{i}.txt"])
+    run.init()
+    run("backup", str(src))
+    repo = Repository.open(open_backend(url), PASSWORD.encode())
+    monkeypatch.setenv(restore_procs.ENV, "2")  # what the CLI's restore and check decide
+    monkeypatch.setenv(check_procs.ENV, "2")
+    assert restore_procs.process_count(repo, 61) == 2
+    assert check_procs.process_count(repo, 3, 1) == 2
+    _assert_restored(run, src, files, tmp_path / "restore")
+    assert "no errors found" in run("check", "--read-data").stdout
