@@ -37,7 +37,11 @@ ENV = "DRENGINE_CHECK_PROCESSES"  # 0: verify in-process; N: exactly N worker pr
 # Less to read than this: starting interpreters (~0.3 s each here) costs more than it saves.
 _MIN_BYTES = 64 << 20
 _MAX_PROCESSES = 4
-_IN_FLIGHT = 2  # packs sent ahead to each worker: it never waits for the next
+# Packs sent to a worker before it answers. One: the next goes out once the worker answered,
+# when it is reading again. With two, a worker sending a large answer (a pack of thousands of
+# damaged blobs) and this process sending it a large item could each wait for the other.
+# The round trip it costs is small against verifying a pack.
+_IN_FLIGHT = 1
 _WORKER = [sys.executable, "-m", "drengine.engine.check_worker"]  # + the socket's fd
 
 

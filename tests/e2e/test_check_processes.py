@@ -122,7 +122,6 @@ def test_a_cancelled_check_leaves_no_worker(
     repo: Repository, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv(check_procs.ENV, "2")
-    monkeypatch.setattr(check_procs, "_IN_FLIGHT", 1)
     started = _starts(monkeypatch)
     cancel = threading.Event()
     real = check_procs.PackWorkers._receive
