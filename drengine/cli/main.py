@@ -146,6 +146,7 @@ def _terminate(signum: int, frame: object) -> None:
 
 
 EXIT_PIPE = OutputClosed.exit_code
+EXIT_INTERRUPTED = 130  # 128 + SIGINT
 
 
 def _fail(message: str, code: int) -> NoReturn:
@@ -178,6 +179,8 @@ def main() -> None:
     register_commands(sys.argv[1:])
     try:
         rc = app(standalone_mode=False)
+        if rc == EXIT_INTERRUPTED:  # typer turns Ctrl-C (and our SIGTERM) into this, silently
+            print("drengine: error: interrupted", file=sys.stderr)
         sys.stdout.flush()  # a closed pipe shows here, not in the interpreter's exit
         sys.exit(rc if isinstance(rc, int) else 0)
     except OutputClosed:
@@ -188,9 +191,9 @@ def main() -> None:
     except typer.Exit as e:
         sys.exit(e.exit_code)
     except typer.Abort:
-        _fail("aborted", 130)
+        _fail("aborted", EXIT_INTERRUPTED)
     except KeyboardInterrupt:
-        _fail("interrupted", 130)
+        _fail("interrupted", EXIT_INTERRUPTED)
     except BrokenPipeError:
         # The reader of our output went away (``dump ... | head``): stop quietly, as `cat`
         # does when SIGPIPE ends it.

@@ -44,11 +44,15 @@ def _interrupted_then_resumed(cli: CLI, tmp_path: Path, sig: int) -> None:
         [sys.executable, "-m", "drengine", "--repo", str(repo.path), "backup", str(src)],
         env=cli.env,
         stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
     )
     _wait_for_index(repo.path, proc)
     os.kill(proc.pid, sig)
-    assert proc.wait(timeout=60) != 0
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode != 0
+    if sig == signal.SIGTERM:  # stopped cleanly: one sentence, the documented code
+        assert proc.returncode == 130
+        assert err.decode().strip().endswith("drengine: error: interrupted")
     assert not list((repo.path / "snapshots").glob("*")), "an interrupted backup wrote a snapshot"
 
     repo.run("check", "--read-data")  # valid: exit 0 (unindexed packs are only warnings)
