@@ -11,7 +11,6 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
-from drengine.core.errors import DrengineError
 from drengine.core.model import Node
 from drengine.repository.index import IndexEntry
 from drengine.repository.repo import Repository
@@ -38,10 +37,9 @@ def pack_batches(
     not indexed (the caller reads those alone and reports them)."""
     by_pack: dict[bytes, list[tuple[T, Node, IndexEntry]]] = defaultdict(list)
     unindexed = []
-    for item, node in files:
-        try:
-            entry = repo.lookup(node.content[0])
-        except DrengineError:
+    entries = repo.index.lookup_many([node.content[0] for _, node in files])
+    for (item, node), entry in zip(files, entries, strict=True):
+        if entry is None:
             unindexed.append((item, node))
             continue
         by_pack[entry.pack_id].append((item, node, entry))

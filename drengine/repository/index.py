@@ -246,6 +246,56 @@ class Index:
             no, t, off, ln, raw = row
             return IndexEntry(self._pack_ids[no], _TYPES[t], off, ln, raw)
 
+    def lookup_many(self, blob_ids: list[bytes]) -> list[IndexEntry | None]:
+        """``lookup`` of each blob, searched in every run at once (a restore plans tens of
+        thousands: one at a time they cost ~12 µs each in Python). What the vectorised
+        search cannot settle (in the overlay, a key shared with another ID at the found
+        position, a pack marked missing) is looked up one by one."""
+        n = len(blob_ids)
+        if n < 64 or any(len(b) != 32 for b in blob_ids):
+            return [self.lookup(b) for b in blob_ids]
+        raw = np.frombuffer(b"".join(blob_ids), dtype=np.uint8).reshape(n, 32)
+        keys = raw[:, :8].copy().view(">u8").ravel().astype(np.uint64)
+        tails = raw[:, 8:]
+        out: list[IndexEntry | None] = [None] * n
+        alone: list[int] = []  # settled by ``lookup``
+        with self._lock:
+            run_of = np.full(n, -1, dtype=np.int64)
+            pos_of = np.zeros(n, dtype=np.int64)
+            unsettled = np.ones(n, dtype=bool)  # no run has shown a key match yet
+            for r, run in enumerate(self._runs):
+                m = len(run)
+                if m == 0:
+                    continue
+                pos = np.searchsorted(run.keys, keys)
+                clipped = np.minimum(pos, m - 1)
+                same_key = (pos < m) & (run.keys[clipped] == keys) & unsettled
+                run_tails = run.tails.view(np.uint8).reshape(m, _TAIL)
+                same_id = same_key & (run_tails[clipped] == tails).all(axis=1)
+                run_of[same_id] = r
+                pos_of[same_id] = clipped[same_id]
+                # A key match with another tail: ``find`` would walk on; so does ``lookup``.
+                run_of[same_key & ~same_id] = -2
+                unsettled &= ~same_key
+            runs, overlay, missing = self._runs, self._overlay, self._missing
+            for i in range(n):
+                r = int(run_of[i])
+                if r == -2 or (overlay and blob_ids[i] in overlay):
+                    alone.append(i)
+                    continue
+                if r < 0:
+                    if missing:  # a copy in a missing pack may hide another
+                        alone.append(i)
+                    continue
+                no, t, off, ln, rl = runs[r].row(int(pos_of[i]))
+                if no in missing:
+                    alone.append(i)
+                    continue
+                out[i] = IndexEntry(self._pack_ids[no], _TYPES[t], off, ln, rl)
+        for i in alone:
+            out[i] = self.lookup(blob_ids[i])
+        return out
+
     def _usable(self, no: int, skip: frozenset[bytes]) -> bool:
         return no not in self._missing and self._pack_ids[no] not in skip
 

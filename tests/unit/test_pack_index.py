@@ -464,3 +464,37 @@ def test_index_lookups_never_miss_while_runs_merge(monkeypatch: pytest.MonkeyPat
         t.join()
     assert not failures
     assert all(index.lookup(b) is not None for b in ids)
+
+
+def test_lookup_many_answers_as_lookup_does() -> None:
+    """Runs, the overlay, shared 8-byte prefixes, a blob in two packs, a missing pack and
+    unknown IDs: ``lookup_many`` gives exactly the entries ``lookup`` gives, in order."""
+    rng = np.random.default_rng(6)
+    ids = _ids_with_shared_prefixes(rng, 60_000)
+    index = Index()
+    packs = []
+    for i, chunk in enumerate(_split(ids, 24)):
+        pack_id, arr = rng.bytes(32), _record_array(chunk, rng)
+        packs.append(pack_id)
+        if i % 4 == 0:
+            index.add_pack(pack_id, records_from_array(arr))  # stays in the overlay
+        else:
+            index.stage_pack_array(pack_id, arr)
+            if i % 5 == 0:
+                index.build()
+    index.build()
+    again = _record_array(ids[:500], rng)  # also stored in a second pack
+    index.stage_pack_array(rng.bytes(32), again)
+    index.build()
+    probes = [bytes(b) for b in ids[::7].tolist()] + [rng.bytes(32) for _ in range(300)]
+    probes += [bytes(b) for b in ids[:500:3].tolist()]
+    rng.shuffle(probes)
+
+    def same() -> None:
+        many = index.lookup_many(probes)
+        assert many == [index.lookup(b) for b in probes]
+
+    same()
+    assert index.mark_missing(packs[3])  # its blobs: another copy, or none
+    same()
+    assert index.lookup_many(probes[:10]) == [index.lookup(b) for b in probes[:10]]
