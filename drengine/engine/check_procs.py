@@ -15,6 +15,7 @@ in-process, so no pack is ever left out or reported twice.
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import selectors
 import sys
@@ -43,6 +44,8 @@ _MAX_PROCESSES = 4
 # The round trip it costs is small against verifying a pack.
 _IN_FLIGHT = 1
 _WORKER = [sys.executable, "-m", "drengine.engine.check_worker"]  # + the socket's fd
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -116,7 +119,7 @@ class PackWorkers:
         try:
             self._serve_until_done(setup, queue)
         except Exception:  # what no worker answered for is read in-process
-            return
+            log.debug("serving the check workers failed", exc_info=True)
         finally:
             workers_mod.stop(self.workers)
 

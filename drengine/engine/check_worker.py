@@ -21,7 +21,7 @@ import threading
 from drengine.core.phases import Phases
 from drengine.engine.check_packs import read_pack
 from drengine.engine.check_procs import PackDone, PackItem, Setup
-from drengine.engine.workers import Finished, recv, send
+from drengine.engine.workers import Finished, recv, send, worker_main
 from drengine.repository.repo import Repository
 from drengine.storage.url import open_backend
 
@@ -37,22 +37,11 @@ def serve(sock: socket.socket) -> None:
         assert isinstance(item, PackItem)
         errors, n = read_pack(repo, item.pack_id, item.blobs, phases)
         send(sock, PackDone(item.pack_id, errors, n))
-    send(sock, Finished([(n, phases.wall(n), phases.busy(n)) for n in phases.names()]))
+    send(sock, Finished.of(phases))
 
 
 def main(argv: list[str]) -> int:
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    sock = socket.socket(fileno=int(argv[1]))
-    try:
-        serve(sock)
-    except (EOFError, BrokenPipeError, ConnectionResetError):
-        return 1  # the parent went away or gave up on this worker: nothing to report to
-    except Exception as e:  # the checking process reads this worker's packs itself
-        print(f"drengine: a check worker process stopped: {e}", file=sys.stderr)
-        return 2
-    finally:
-        sock.close()
-    return 0
+    return worker_main(argv, serve, "a check worker process")
 
 
 if __name__ == "__main__":

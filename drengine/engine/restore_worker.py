@@ -27,6 +27,7 @@ from drengine.engine import restore_wire as wire
 from drengine.engine.restore_dirs import DirFds, default_limit
 from drengine.engine.restore_files import FileWriter, TempNames
 from drengine.engine.restore_plan import Entry
+from drengine.engine.workers import worker_main
 from drengine.repository.index import IndexEntry
 from drengine.repository.pack import BlobRecord
 from drengine.repository.repo import Repository
@@ -110,22 +111,11 @@ def serve(sock: socket.socket) -> None:
         stop.set()
         reporter.join()
         dirs.close()
-    link.send(wire.Finished([(n, phases.wall(n), phases.busy(n)) for n in phases.names()]))
+    link.send(wire.Finished.of(phases))
 
 
 def main(argv: list[str]) -> int:
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    sock = socket.socket(fileno=int(argv[1]))
-    try:
-        serve(sock)
-    except (EOFError, BrokenPipeError, ConnectionResetError):
-        return 1  # the parent went away or gave up on this worker: nothing to report to
-    except Exception as e:  # the parent writes this worker's files itself
-        print(f"drengine: a restore writer process stopped: {e}", file=sys.stderr)
-        return 2
-    finally:
-        sock.close()
-    return 0
+    return worker_main(argv, serve, "a restore writer process")
 
 
 if __name__ == "__main__":

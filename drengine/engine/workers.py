@@ -16,12 +16,17 @@ from __future__ import annotations
 import contextlib
 import os
 import pickle
+import signal
 import socket
 import struct
 import subprocess
+import sys
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
+
+from drengine.core.phases import Phases
 
 _LENGTH = struct.Struct(">I")
 _MAX_MESSAGE = 1 << 30
@@ -33,6 +38,10 @@ class Finished:
     """A worker's last message: its phase timings."""
 
     phases: list[tuple[str, float, float]]  # (phase, wall seconds, busy seconds)
+
+    @classmethod
+    def of(cls, phases: Phases) -> Finished:
+        return cls([(n, phases.wall(n), phases.busy(n)) for n in phases.names()])
 
 
 @dataclass
@@ -109,3 +118,21 @@ def stop(workers: list[Worker], wait: float = STOP_WAIT) -> None:
             w.proc.kill()
             w.proc.wait()
         w.sock.close()
+
+
+def worker_main(argv: list[str], serve: Callable[[socket.socket], None], what: str) -> int:
+    """A worker's ``main``: ``serve`` the socket whose descriptor is ``argv[1]``. SIGINT is
+    ignored (the parent decides what a Ctrl-C stops). Exit 1 when the parent went away or
+    gave up on it, 2 when it failed (the parent does its work itself), 0 when done."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    sock = socket.socket(fileno=int(argv[1]))
+    try:
+        serve(sock)
+    except (EOFError, BrokenPipeError, ConnectionResetError):
+        return 1
+    except Exception as e:
+        print(f"drengine: {what} stopped: {e}", file=sys.stderr)
+        return 2
+    finally:
+        sock.close()
+    return 0

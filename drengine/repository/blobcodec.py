@@ -22,7 +22,8 @@ MAX_TREE_BLOB = 1 << 30
 _local = threading.local()
 
 
-def _compressor(level: int) -> zstandard.ZstdCompressor:
+def compressor(level: int) -> zstandard.ZstdCompressor:
+    """This thread's compressor of ``level`` (a fresh context per call costs more)."""
     cache: dict[int, zstandard.ZstdCompressor] | None = getattr(_local, "c", None)
     if cache is None:
         cache = _local.c = {}
@@ -32,7 +33,8 @@ def _compressor(level: int) -> zstandard.ZstdCompressor:
     return c
 
 
-def _decompressor() -> zstandard.ZstdDecompressor:
+def decompressor() -> zstandard.ZstdDecompressor:
+    """This thread's decompressor."""
     d: zstandard.ZstdDecompressor | None = getattr(_local, "d", None)
     if d is None:
         d = _local.d = zstandard.ZstdDecompressor()
@@ -41,7 +43,7 @@ def _decompressor() -> zstandard.ZstdDecompressor:
 
 def encode(data: bytes | memoryview, level: int) -> bytes:
     if level > 0 and len(data) >= 64:
-        packed = _compressor(level).compress(data)
+        packed = compressor(level).compress(data)
         if len(packed) + len(packed) // 32 < len(data):
             return b"\x01" + packed
     return b"\x00" + bytes(data)
@@ -71,7 +73,7 @@ def decode(payload: bytes, raw_length: int, what: str, is_tree: bool = False) ->
                 raise IntegrityError(
                     f"{what} declares {declared} bytes, the index says {raw_length}"
                 )
-            out = _decompressor().decompress(body, max_output_size=raw_length)
+            out = decompressor().decompress(body, max_output_size=raw_length)
         except zstandard.ZstdError as e:
             raise IntegrityError(f"{what} does not decompress: {e}") from None
     else:

@@ -22,13 +22,13 @@ from __future__ import annotations
 
 import os
 import struct
-import threading
 from collections.abc import Iterable, Sequence
 from functools import lru_cache
 
 import blake3
 import zstandard
 
+from drengine.repository.blobcodec import compressor, decompressor
 from drengine.sources.files_meta import owner_names
 
 # Bump when what a tree node records from an entry changes: old rows then never match.
@@ -85,21 +85,6 @@ def subtree_signature(tree_ids: Iterable[bytes | None]) -> bytes:
 
 # name length, key length, JSON length
 _RECORD = struct.Struct("<HHI")
-_CONTEXTS = threading.local()  # zstd contexts are reused (a fresh one per call costs more)
-
-
-def _zstd() -> zstandard.ZstdCompressor:
-    c: zstandard.ZstdCompressor | None = getattr(_CONTEXTS, "c", None)
-    if c is None:
-        c = _CONTEXTS.c = zstandard.ZstdCompressor(level=1)
-    return c
-
-
-def _unzstd() -> zstandard.ZstdDecompressor:
-    d: zstandard.ZstdDecompressor | None = getattr(_CONTEXTS, "d", None)
-    if d is None:
-        d = _CONTEXTS.d = zstandard.ZstdDecompressor()
-    return d
 
 
 def pack_entries(context: bytes, records: Iterable[tuple[bytes, bytes, bytes]]) -> bytes:
@@ -110,7 +95,7 @@ def pack_entries(context: bytes, records: Iterable[tuple[bytes, bytes, bytes]]) 
     parts: list[bytes] = []
     for name, key, text in records:
         parts += (pack(len(name), len(key), len(text)), name, key, text)
-    payload = context + _zstd().compress(b"".join(parts))
+    payload = context + compressor(1).compress(b"".join(parts))
     return blake3.blake3(payload).digest() + payload
 
 
@@ -123,7 +108,7 @@ def unpack_entries(context: bytes, data: bytes | None) -> dict[bytes, tuple[byte
         return {}
     out: dict[bytes, tuple[bytes, bytes]] = {}
     try:
-        raw = _unzstd().decompress(data[64:])
+        raw = decompressor().decompress(data[64:])
         unpack, pos, end = _RECORD.unpack_from, 0, len(raw)
         while pos < end:
             n, k, t = unpack(raw, pos)
