@@ -23,8 +23,9 @@ from drengine.core.errors import (
     UsageError,
     WrongPassword,
 )
-from drengine.core.model import Node, Snapshot, decode_tree
+from drengine.core.model import Node, Snapshot
 from drengine.core.phases import NO_PHASES, Phases
+from drengine.core.tree_decode import decode_tree
 from drengine.crypto.aead import seal, unseal
 from drengine.crypto.keys import (
     KdfParams,

@@ -46,7 +46,8 @@ from hypothesis import HealthCheck, event, example, given, settings
 from hypothesis import strategies as st
 
 from drengine.core.errors import DrengineError, IntegrityError
-from drengine.core.model import NODE_TYPES, Node, Snapshot, decode_tree, encode_tree
+from drengine.core.model import NODE_TYPES, Node, Snapshot, encode_tree
+from drengine.core.tree_decode import decode_tree  # what reads use; falls back to model
 from drengine.crypto import keys as keys_module
 from drengine.crypto.aead import DOMAIN_TRAILER, ObjectCipher, seal, unseal
 from drengine.crypto.keys import KdfParams, key_file_meta, open_key_file
