@@ -5,7 +5,9 @@
                                              one open pack per                 index; an index
                                              thread and type)                  object every N packs)
 
-A blob counts as present once it is claimed, so concurrent producers store it once. Index
+A blob counts as present once it is claimed, so concurrent producers store it once. Claimed
+blobs go to the sealers in batches (up to ``_BATCH_BLOBS`` or ``_BATCH_BYTES``): one queue
+hand-off per small file cost ~6 % of a first backup's interpreter time. Index
 objects are written every ``index_every`` packs, not only at the end, so a killed backup
 leaves most of its uploaded packs indexed and the next backup reuses them.
 """
@@ -31,6 +33,10 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 _STOP = None
 _POLL = 0.2
+_BATCH_BLOBS = 32
+_BATCH_BYTES = 1 << 20
+
+_Blob = tuple[BlobType, bytes, memoryview | bytes]
 
 
 class PacksMissing(DrengineError):
@@ -59,9 +65,10 @@ class BlobSaver:
         self._pack_size = repo.settings.pack_size
         self._index_every = index_every
         n = sealers or max(2, os.cpu_count() or 2)
-        self._blobs: queue.Queue[tuple[BlobType, bytes, memoryview | bytes] | None] = queue.Queue(
-            maxsize=2 * n + 2
-        )
+        # Batches of claimed blobs: a bound on the memory they hold (with the one being filled).
+        self._blobs: queue.Queue[list[_Blob] | None] = queue.Queue(maxsize=2 * n + 2)
+        self._batch: list[_Blob] = []
+        self._batch_bytes = 0
         # Sealed packs waiting for an uploader: one is enough to keep them busy, and each
         # waiting pack holds a pack's worth of memory.
         self._packs: queue.Queue[tuple[bytearray, list[BlobRecord]] | None] = queue.Queue(maxsize=1)
@@ -99,8 +106,18 @@ class BlobSaver:
             self._inflight.add(blob_id)
             self.stats.blobs_new += 1
             self.stats.bytes_new += len(data)
-        self._put(self._blobs, (blob_type, blob_id, data))
+            self._batch.append((blob_type, blob_id, data))
+            self._batch_bytes += len(data)
+            full = len(self._batch) >= _BATCH_BLOBS or self._batch_bytes >= _BATCH_BYTES
+            batch = self._take_batch() if full else None
+        if batch:
+            self._put(self._blobs, batch)
         return True
+
+    def _take_batch(self) -> list[_Blob]:
+        """The blobs claimed since the last batch (hold ``_lock``)."""
+        batch, self._batch, self._batch_bytes = self._batch, [], 0
+        return batch
 
     def save_blob(self, blob_type: BlobType, data: bytes) -> bytes:
         limit = blobcodec.max_raw_length(blob_type == BlobType.TREE)
@@ -145,6 +162,10 @@ class BlobSaver:
     def close(self) -> None:
         """Flush every open pack, wait for uploads, write the last index object."""
         try:
+            with self._lock:
+                batch = self._take_batch()
+            if batch:
+                self._put(self._blobs, batch)
             for _ in self._sealers:
                 self._put(self._blobs, _STOP)
             self._join(self._sealers)
@@ -206,18 +227,19 @@ class BlobSaver:
         writers: dict[BlobType, PackWriter] = {}
         try:
             while True:
-                item = self._get(self._blobs)
-                if item is None:
+                batch = self._get(self._blobs)
+                if batch is None:
                     break
-                blob_type, blob_id, data = item
-                payload = blobcodec.encode(data, self._level)
-                w = writers.get(blob_type)
-                if w is None:
-                    w = writers[blob_type] = PackWriter(self.repo.keys.encryption)
-                w.add(blob_type, blob_id, payload, len(data))
-                if len(w) >= self._pack_size or len(w.records) >= BLOBS_PER_INDEX:
-                    self._put(self._packs, (w.finish(), w.records))
-                    del writers[blob_type]
+                for blob_type, blob_id, data in batch:
+                    payload = blobcodec.encode(data, self._level)
+                    w = writers.get(blob_type)
+                    if w is None:
+                        w = writers[blob_type] = PackWriter(self.repo.keys.encryption)
+                    w.add(blob_type, blob_id, payload, len(data))
+                    if len(w) >= self._pack_size or len(w.records) >= BLOBS_PER_INDEX:
+                        self._put(self._packs, (w.finish(), w.records))
+                        del writers[blob_type]
+                del batch  # its memory, before waiting for the next
             if self._error is None:
                 for w in writers.values():
                     self._put(self._packs, (w.finish(), w.records))
