@@ -1,3 +1,3 @@
-from drengine.cli.main import main
+from drengine.cli.launch import main
 
 main()

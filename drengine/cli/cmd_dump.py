@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import sys
+from typing import TYPE_CHECKING
 
 import typer
 
 from drengine.cli.main import app
 from drengine.cli.state import open_repository
 from drengine.core.errors import OutputClosed, UsageError
-from drengine.core.model import Snapshot
+
+if TYPE_CHECKING:
+    from drengine.core.model import Snapshot
 
 
 def _only_stream(snap: Snapshot) -> str:

@@ -11,11 +11,11 @@ import typer
 from drengine.cli.main import app
 from drengine.cli.render import out_console, print_json
 from drengine.cli.state import open_repository
-from drengine.core.model import Snapshot
 
 if TYPE_CHECKING:
     from rich.table import Table
 
+    from drengine.core.model import Snapshot
     from drengine.engine.forget import GroupDecision, Policy
 
 

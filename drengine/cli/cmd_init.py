@@ -7,7 +7,7 @@ import typer
 from drengine.cli.main import app
 from drengine.cli.state import kdf_params, read_password, repo_url, s3_options
 from drengine.core.errors import UsageError
-from drengine.crypto.keys import DEFAULT_KDF_ITERATIONS, DEFAULT_KDF_MEMORY_KIB
+from drengine.crypto.kdf_defaults import DEFAULT_KDF_ITERATIONS, DEFAULT_KDF_MEMORY_KIB
 
 
 @app.command()

@@ -10,7 +10,7 @@ from drengine.cli.main import app
 from drengine.cli.render import out_console, print_json
 from drengine.cli.state import kdf_params, open_repository, read_new_password
 from drengine.core.errors import ObjectNotFound, UsageError
-from drengine.crypto.keys import DEFAULT_KDF_ITERATIONS, DEFAULT_KDF_MEMORY_KIB
+from drengine.crypto.kdf_defaults import DEFAULT_KDF_ITERATIONS, DEFAULT_KDF_MEMORY_KIB
 
 if TYPE_CHECKING:
     from drengine.repository.repo import Repository

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import os
 from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING
 
 import typer
 
@@ -13,7 +14,9 @@ from drengine.cli.main import app
 from drengine.cli.render import err_console, print_json, write_stdout
 from drengine.cli.state import open_repository
 from drengine.core.errors import IntegrityError
-from drengine.core.model import Node
+
+if TYPE_CHECKING:
+    from drengine.core.model import Node
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 

@@ -11,11 +11,11 @@ from drengine.cli.main import app
 from drengine.cli.render import err_console, human_bytes, print_json, show_progress
 from drengine.cli.state import open_repository
 from drengine.core.errors import RestoreError, UsageError
-from drengine.core.model import Snapshot
 from drengine.core.phases import Phases
 from drengine.core.progress import Progress
 
 if TYPE_CHECKING:
+    from drengine.core.model import Snapshot
     from drengine.engine.restore import RestoreResult
     from drengine.repository.repo import Repository
     from drengine.sources.base import LoadOptions

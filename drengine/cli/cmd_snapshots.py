@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import typer
 
 from drengine.cli.main import app
 from drengine.cli.render import human_bytes, print_json, text_table, write_stdout
 from drengine.cli.state import open_repository
-from drengine.core.model import Snapshot
+
+if TYPE_CHECKING:
+    from drengine.core.model import Snapshot
 
 
 def snapshot_json(s: Snapshot) -> dict[str, object]:

@@ -22,12 +22,14 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from drengine.core.errors import IntegrityError, WrongPassword
 from drengine.core.model import load_json
+from drengine.crypto.kdf_defaults import (
+    DEFAULT_KDF_ITERATIONS,
+    DEFAULT_KDF_MEMORY_KIB,
+    DEFAULT_KDF_PARALLELISM,
+)
 
 KEYFILE_VERSION = 1
 _KEYFILE_AAD = b"drengine key file v1"
-DEFAULT_KDF_MEMORY_KIB = 64 * 1024
-DEFAULT_KDF_ITERATIONS = 3
-DEFAULT_KDF_PARALLELISM = 2
 
 
 def b64e(data: bytes) -> str:

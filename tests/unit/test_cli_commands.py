@@ -93,3 +93,17 @@ def test_help_a_wrong_name_and_the_version(args: list[str], code: int, expect: s
     if args == ["--help"]:
         for name in main.COMMANDS:
             assert f"  {name} " in out.stdout, name
+
+
+def test_version_answers_before_typer_is_imported_and_says_what_typer_says() -> None:
+    probe = (
+        "import sys; sys.argv = ['drengine', '--version']; "
+        "from drengine.cli.launch import main; main(); "
+        "print(sorted(m for m in ('typer', 'drengine.cli.main') if m in sys.modules))"
+    )
+    fast = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True)
+    assert fast.stdout.splitlines() == [f"drengine {main.__version__}", "[]"]
+    full = subprocess.run(
+        [sys.executable, "-m", "drengine", "--debug", "--version"], capture_output=True, text=True
+    )
+    assert full.returncode == 0 and full.stdout == fast.stdout.splitlines()[0] + "\n"
