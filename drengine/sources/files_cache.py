@@ -148,27 +148,25 @@ class FilesCache:
             self._dir = directory
         return directory, name
 
-    def lookup(self, path: bytes, node: Node) -> CachedFile | None:
+    def lookup(self, path: bytes, node: Node) -> tuple[CachedFile | None, bool]:
+        """(the file's cached content if it is unchanged, whether it has a row at all: a
+        file seen before counts as changed, not new)."""
         _, name = self._load(path)
         row = self._rows.get(name)
         if row is None:
-            return None
+            return None, False
         _, size, mtime, ctime, inode, content, chash = row
         if size != node.size or mtime != node.mtime_ns or ctime != node.ctime_ns:
-            return None
+            return None, True
         if inode != node.inode:
-            return None
+            return None, True
         ids = [content[i : i + 32] for i in range(0, len(content), 32)]
-        return CachedFile(ids, chash)
+        return CachedFile(ids, chash), True
 
-    def known(self, path: bytes) -> bool:
-        _, name = self._load(path)
-        return name in self._rows
-
-    def store(self, path: bytes, node: Node, read_started_ns: int) -> None:
+    def store(self, directory: bytes, name: bytes, node: Node, read_started_ns: int) -> None:
+        """The row of file ``name`` in ``directory`` (the walker's path of it)."""
         if self._db is None:
             return
-        directory, name = _split(path)
         margin = racy_margin_ns(node.ctime_ns, node.mtime_ns)
         # A racy entry is kept as "seen" (for the changed/new counts) with a size of -1,
         # which no file matches, so the next backup reads the file again.

@@ -340,7 +340,7 @@ class Walker:
                 self.progress.file_done()
                 return (node, first)
         child: Child
-        hit = self.cache.lookup(path, node) if self.cache else None
+        hit, known = self.cache.lookup(path, node) if self.cache else (None, False)
         if hit is not None and self.store.has_all(hit.content):
             node.content, node.content_hash = hit.content, hit.content_hash
             self.counts["files_unmodified"] += 1
@@ -348,7 +348,6 @@ class Walker:
             self.progress.add_bytes(node.size)
             child = node
         else:
-            known = self.cache is not None and self.cache.known(path)
             self.counts["files_changed" if known else "files_new"] += 1
             if node.size <= self.small:
                 # Small files are read right here: a thread hand-off costs more than the read.
@@ -426,7 +425,7 @@ class Walker:
         if isinstance(child, Future | _FileResult):
             res = child.result() if isinstance(child, Future) else child
             if res.node is not None and self.cache is not None:
-                self.cache.store(join(path, res.node.name), res.node, res.read_started_ns)
+                self.cache.store(path, res.node.name, res.node, res.read_started_ns)
             return res.node
         assert not isinstance(child, _Kept)  # taken as its JSON by ``encode``
         node, first = child  # a further name of a hard-linked file
