@@ -103,6 +103,10 @@ class ContentStore:
         directory trees): proved still in storage before the snapshot is written."""
         self._saver.add_referenced(packs)
 
+    def indexed_blob_counts(self) -> dict[bytes, int]:
+        """The index's entries per pack (``Index.blob_counts``)."""
+        return self._repo.index.blob_counts()
+
     @property
     def uploaded_packs(self) -> frozenset[bytes]:
         return frozenset(self._saver.uploaded_packs)

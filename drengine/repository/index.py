@@ -337,6 +337,22 @@ class Index:
             r.keys.nbytes + r.tails.nbytes + sum(a.nbytes for a in r.cols.values()) for r in runs
         )
 
+    def blob_counts(self) -> dict[bytes, int]:
+        """Index entries per pack, packs marked missing left out: the files cache compares
+        them between backups to know the index still covers the blobs its rows name."""
+        self.build()
+        with self._lock:
+            counts = np.zeros(len(self._pack_ids), dtype=np.int64)
+            for r in self._runs:
+                counts += np.bincount(r.cols["pack"], minlength=len(counts))[: len(counts)]
+            for v in self._overlay.values():
+                counts[v[0]] += 1
+            return {
+                self._pack_ids[n]: int(counts[n])
+                for n in np.flatnonzero(counts).tolist()
+                if n not in self._missing
+            }
+
     def pack_ids(self) -> set[bytes]:
         with self._lock:
             used = {int(n) for r in self._runs for n in np.unique(r.cols["pack"])}

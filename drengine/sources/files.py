@@ -50,7 +50,8 @@ class FileSource:
         dir_context = None
         if ctx.cache_dir is not None:
             self._cache = FilesCache.open_or_none(ctx.cache_dir / "files.sqlite")
-            if self._cache is not None and self._cache.start_dirs(ctx.present_packs):
+            indexed = ctx.store.indexed_blob_counts() if self._cache is not None else {}
+            if self._cache is not None and self._cache.start_dirs(ctx.present_packs, indexed):
                 dir_context = context_digest(self._exclude, self._one_file_system)
         self._ctx = ctx
         w = self._walker = Walker(
@@ -103,10 +104,11 @@ class FileSource:
             self._walker.pool.shutdown(wait=True, cancel_futures=not ok)
             self._walker.close()
         if self._cache is not None:
-            packs: set[bytes] = set()
+            packs: dict[bytes, int] = {}
             if ok and self._ctx is not None:  # what the directory rows may reference
-                packs.update(self._ctx.present_packs)
-                packs.update(self._ctx.store.uploaded_packs)
+                indexed = self._ctx.store.indexed_blob_counts()
+                for p in (*self._ctx.present_packs, *self._ctx.store.uploaded_packs):
+                    packs[p] = indexed.get(p, 0)
             self._cache.close(commit=ok, packs=packs)
             self._cache = None
 

@@ -15,9 +15,11 @@ or encoding its nodes (``files_dirsig.py`` says what "unchanged" means), and the
 entries of a changed directory keep their nodes' JSON. A row is trusted
 only when the backup that wrote it committed (``gens``: it wrote its snapshot's tree, every
 blob below it uploaded and indexed) and no pack has disappeared from storage since: the
-cache remembers every pack it has seen (``packs``), and when one of them is no longer listed
-(a prune, a repair, damage) every directory row is dropped and the next backup checks each
-file's blobs again, as without them.
+cache remembers every pack it has seen with the number of index entries it had
+(``pack_blobs``), and when one of them is no longer listed or the index no longer holds that
+many entries for it (a prune, a repair, a lost or damaged index object) every directory row
+is dropped and the next backup checks each file's blobs again, as without them. A blob's
+pack being in storage is not enough: restore finds blobs through the index.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from __future__ import annotations
 import logging
 import os
 import sqlite3
-from collections.abc import Collection, Iterable, Iterator
+from collections.abc import Collection, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -46,7 +48,11 @@ _DIR_SCHEMA = (
     # Apart from ``dirs``: they are large, and an unchanged directory never reads them.
     "CREATE TABLE IF NOT EXISTS dir_entries (dir BLOB PRIMARY KEY, gen INTEGER, entries BLOB)",
     "CREATE TABLE IF NOT EXISTS gens (gen INTEGER PRIMARY KEY, committed INTEGER NOT NULL)",
+    # Written by versions that recorded packs without their index entries: rows they
+    # committed are dropped once (``start_dirs``).
     "CREATE TABLE IF NOT EXISTS packs (id BLOB PRIMARY KEY) WITHOUT ROWID",
+    "CREATE TABLE IF NOT EXISTS pack_blobs (id BLOB PRIMARY KEY, blobs INTEGER NOT NULL)"
+    " WITHOUT ROWID",
 )
 _NS = 1_000_000_000
 # Timestamps that are whole seconds come from a coarse file system (ext3, FAT, some NFS):
@@ -188,25 +194,31 @@ class FilesCache:
 
     # ---- directories ----------------------------------------------------------------------
 
-    def start_dirs(self, present: Collection[bytes]) -> bool:
-        """Begin this backup's generation of directory rows, given the packs in storage;
-        whether directory rows can be used (False once the cache failed)."""
+    def start_dirs(self, present: Collection[bytes], indexed: Mapping[bytes, int]) -> bool:
+        """Begin this backup's generation of directory rows, given the packs in storage and
+        the index's entries per pack (``Index.blob_counts``); whether directory rows can be
+        used (False once the cache failed)."""
         if self._db is None:
             return False
         try:
             with self._transaction() as db:
-                known = {r[0] for r in db.execute("SELECT id FROM packs")}
-                if any(p not in present for p in known):
-                    log.info("packs have left storage since the last backup: directories rebuilt")
-                    db.execute("DELETE FROM dirs")
-                    db.execute("DELETE FROM dir_entries")
-                    db.execute("DELETE FROM packs")
-                    known = set()
+                known = dict(db.execute("SELECT id, blobs FROM pack_blobs").fetchall())
+                legacy = db.execute("SELECT 1 FROM packs LIMIT 1").fetchone() is not None
+                if legacy or any(
+                    p not in present or indexed.get(p, 0) != n for p, n in known.items()
+                ):
+                    log.info(
+                        "packs have left storage or the index since the last backup: "
+                        "directories rebuilt"
+                    )
+                    for table in ("dirs", "dir_entries", "packs", "pack_blobs"):
+                        db.execute(f"DELETE FROM {table}")
+                    known = {}
                 cur = db.execute("INSERT INTO gens (committed) VALUES (0)")
         except sqlite3.Error as e:
             self._disable(e)
             return False
-        self._packs, self._gen = known, cur.lastrowid
+        self._packs, self._gen = set(known), cur.lastrowid
         return True
 
     @property
@@ -255,15 +267,16 @@ class FilesCache:
 
     # ---- writing --------------------------------------------------------------------------
 
-    def flush(self, packs: Iterable[bytes] = (), commit_gen: bool = False) -> None:
+    def flush(self, packs: Mapping[bytes, int] | None = None, commit_gen: bool = False) -> None:
         """Write the rows stored so far in one short transaction; with ``commit_gen``, also
-        the packs the committed backup relied on and that its directory rows are valid."""
+        the packs the committed backup relied on (with their index entries) and that its
+        directory rows are valid."""
         if self._db is None:
             return
         rows, self._pending = self._pending, []
         dirs, self._dirs_pending, self._dirs_bytes = self._dirs_pending, [], 0
         entries, self._entries_pending = self._entries_pending, []
-        new_packs = [(p,) for p in packs if p not in self._packs]
+        new_packs = [(p, n) for p, n in (packs or {}).items() if p not in self._packs]
         if not (rows or dirs or new_packs or commit_gen):
             return
         try:
@@ -272,7 +285,7 @@ class FilesCache:
                 db.executemany("INSERT OR REPLACE INTO dirs VALUES (?,?,?,?,?)", dirs)
                 db.executemany("INSERT OR REPLACE INTO dir_entries VALUES (?,?,?)", entries)
                 if commit_gen and self._gen is not None:
-                    db.executemany("INSERT OR IGNORE INTO packs VALUES (?)", new_packs)
+                    db.executemany("INSERT OR IGNORE INTO pack_blobs VALUES (?,?)", new_packs)
                     db.execute("UPDATE gens SET committed = 1 WHERE gen = ?", (self._gen,))
         except sqlite3.Error as e:
             self._disable(e)
@@ -289,11 +302,11 @@ class FilesCache:
             self._db.execute("ROLLBACK")
             raise
 
-    def close(self, commit: bool, packs: Iterable[bytes] = ()) -> None:
+    def close(self, commit: bool, packs: Mapping[bytes, int] | None = None) -> None:
         """Write what is left and close. File rows of an aborted backup are safe to keep: a
         hit also needs every blob of the file in the index. Its directory rows stay unused:
         its generation is never committed. ``packs``: every pack in storage at the start
-        and every pack this backup uploaded."""
+        and every pack this backup uploaded, with the index's entries for each."""
         if self._db is None:
             return
         if commit:

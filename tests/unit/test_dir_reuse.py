@@ -20,7 +20,9 @@ from drengine.engine.backup import BackupOptions, run_backup
 from drengine.pipeline import content as content_mod
 from drengine.pipeline.saver import BlobSaver
 from drengine.repository import layout
+from drengine.repository.index_format import index_batches
 from drengine.repository.layout import BlobType
+from drengine.repository.pack import BlobRecord
 from drengine.repository.repo import Repository
 from drengine.sources import files_cache, files_meta, files_walk
 from drengine.sources.excludes import ExcludeRules
@@ -220,7 +222,59 @@ def test_a_pack_lost_since_the_last_backup_drops_every_row(
     snap = _backup(repo, src)
     _every_directory_was_encoded(encoded, src)
     assert snap.summary["files_unmodified"] == 0
-    reader = Repository.open(mem_repo.backend, repo_password)
+    _every_file_reads_back(Repository.open(mem_repo.backend, repo_password), snap, src)
+
+
+def test_blobs_lost_from_the_index_drop_every_row(
+    mem_repo: Repository, tmp_path: Path, encoded: list[list[bytes]], repo_password: bytes
+) -> None:
+    """The packs are all in storage, but the index no longer lists the data blobs (an index
+    object lost or damaged): rows must not name blobs a restore cannot find."""
+    src = tmp_path / "src"
+    _tree(src)
+    _backup(mem_repo, src)
+    time.sleep(_SETTLE_S)
+    _backup(mem_repo, src)
+    mem_repo.load_index()
+    trees: dict[bytes, list[BlobRecord]] = {}
+    for blob_id, e in mem_repo.index.entries():
+        if e.type == BlobType.TREE:
+            trees.setdefault(e.pack_id, []).append(
+                BlobRecord(e.type, blob_id, e.offset, e.length, e.raw_length)
+            )
+    for obj in list(mem_repo.backend.list(layout.INDEX)):
+        mem_repo.backend.delete(obj.name)
+    for part in index_batches(list(trees.items())):
+        mem_repo.save_index(part)
+    repo = Repository.open(mem_repo.backend, repo_password)
+    encoded.clear()
+    snap = _backup(repo, src)
+    _every_directory_was_encoded(encoded, src)
+    assert snap.summary["files_unmodified"] == 0
+    _every_file_reads_back(Repository.open(mem_repo.backend, repo_password), snap, src)
+
+
+def test_a_cache_that_recorded_packs_without_their_entries_drops_its_rows(
+    mem_repo: Repository, tmp_path: Path, encoded: list[list[bytes]]
+) -> None:
+    src = tmp_path / "src"
+    _tree(src)
+    _backup(mem_repo, src)
+    time.sleep(_SETTLE_S)
+    _backup(mem_repo, src)
+    db = sqlite3.connect(repo_cache_dir(mem_repo.id) / "files.sqlite")
+    with db:
+        db.execute("INSERT INTO packs VALUES (?)", (b"\x01" * 32,))  # as older versions did
+    db.close()
+    encoded.clear()
+    _backup(mem_repo, src)
+    _every_directory_was_encoded(encoded, src)
+    encoded.clear()
+    _backup(mem_repo, src)
+    assert len(encoded) == len(src.parts) - 1  # the rows written again are used
+
+
+def _every_file_reads_back(reader: Repository, snap: Snapshot, src: Path) -> None:
     reader.load_index()
     stack = [(src, _subtree(reader, snap, src))]
     files = 0
