@@ -50,8 +50,8 @@ class FileSource:
         dir_context = None
         if ctx.cache_dir is not None:
             self._cache = FilesCache.open_or_none(ctx.cache_dir / "files.sqlite")
-            indexed = ctx.store.indexed_blob_counts() if self._cache is not None else {}
-            if self._cache is not None and self._cache.start_dirs(ctx.present_packs, indexed):
+            indexed = ctx.store.indexed_blob_counts
+            if self._cache is not None and self._cache.start_dirs(ctx.present_packs, indexed()):
                 dir_context = context_digest(self._exclude, self._one_file_system)
         self._ctx = ctx
         w = self._walker = Walker(

@@ -207,22 +207,14 @@ def test_rows_of_a_backup_that_failed_are_never_used(
 def test_a_pack_lost_since_the_last_backup_drops_every_row(
     mem_repo: Repository, tmp_path: Path, encoded: list[list[bytes]], repo_password: bytes
 ) -> None:
-    src = tmp_path / "src"
-    _tree(src)
-    _backup(mem_repo, src)
-    _backup(mem_repo, src)
+    src = _backed_up_twice(mem_repo, tmp_path)
     mem_repo.load_index()
     data_packs = {e.pack_id for _, e in mem_repo.index.entries() if e.type == BlobType.DATA}
     tree_packs = {e.pack_id for _, e in mem_repo.index.entries() if e.type == BlobType.TREE}
     assert data_packs and not data_packs & tree_packs
     for pack in data_packs:  # the trees survive: only the packs' absence tells
         mem_repo.backend.delete(layout.pack_name(pack.hex()))
-    repo = Repository.open(mem_repo.backend, repo_password)
-    encoded.clear()
-    snap = _backup(repo, src)
-    _every_directory_was_encoded(encoded, src)
-    assert snap.summary["files_unmodified"] == 0
-    _every_file_reads_back(Repository.open(mem_repo.backend, repo_password), snap, src)
+    _backup_without_rows(mem_repo, src, encoded, repo_password)
 
 
 def test_blobs_lost_from_the_index_drop_every_row(
@@ -230,11 +222,7 @@ def test_blobs_lost_from_the_index_drop_every_row(
 ) -> None:
     """The packs are all in storage, but the index no longer lists the data blobs (an index
     object lost or damaged): rows must not name blobs a restore cannot find."""
-    src = tmp_path / "src"
-    _tree(src)
-    _backup(mem_repo, src)
-    time.sleep(_SETTLE_S)
-    _backup(mem_repo, src)
+    src = _backed_up_twice(mem_repo, tmp_path)
     mem_repo.load_index()
     trees: dict[bytes, list[BlobRecord]] = {}
     for blob_id, e in mem_repo.index.entries():
@@ -246,22 +234,13 @@ def test_blobs_lost_from_the_index_drop_every_row(
         mem_repo.backend.delete(obj.name)
     for part in index_batches(list(trees.items())):
         mem_repo.save_index(part)
-    repo = Repository.open(mem_repo.backend, repo_password)
-    encoded.clear()
-    snap = _backup(repo, src)
-    _every_directory_was_encoded(encoded, src)
-    assert snap.summary["files_unmodified"] == 0
-    _every_file_reads_back(Repository.open(mem_repo.backend, repo_password), snap, src)
+    _backup_without_rows(mem_repo, src, encoded, repo_password)
 
 
 def test_a_cache_that_recorded_packs_without_their_entries_drops_its_rows(
     mem_repo: Repository, tmp_path: Path, encoded: list[list[bytes]]
 ) -> None:
-    src = tmp_path / "src"
-    _tree(src)
-    _backup(mem_repo, src)
-    time.sleep(_SETTLE_S)
-    _backup(mem_repo, src)
+    src = _backed_up_twice(mem_repo, tmp_path)
     db = sqlite3.connect(repo_cache_dir(mem_repo.id) / "files.sqlite")
     with db:
         db.execute("INSERT INTO packs VALUES (?)", (b"\x01" * 32,))  # as older versions did
@@ -272,6 +251,29 @@ def test_a_cache_that_recorded_packs_without_their_entries_drops_its_rows(
     encoded.clear()
     _backup(mem_repo, src)
     assert len(encoded) == len(src.parts) - 1  # the rows written again are used
+
+
+def _backed_up_twice(repo: Repository, tmp_path: Path) -> Path:
+    """``_tree`` backed up twice, the second time past the racy margin: the cache's
+    directory and entry rows are stored."""
+    src = tmp_path / "src"
+    _tree(src)
+    _backup(repo, src)
+    time.sleep(_SETTLE_S)
+    _backup(repo, src)
+    return src
+
+
+def _backup_without_rows(
+    damaged: Repository, src: Path, encoded: list[list[bytes]], repo_password: bytes
+) -> None:
+    """A backup after damage uses no row, reads every file again, and restores exactly."""
+    repo = Repository.open(damaged.backend, repo_password)
+    encoded.clear()
+    snap = _backup(repo, src)
+    _every_directory_was_encoded(encoded, src)
+    assert snap.summary["files_unmodified"] == 0
+    _every_file_reads_back(Repository.open(damaged.backend, repo_password), snap, src)
 
 
 def _every_file_reads_back(reader: Repository, snap: Snapshot, src: Path) -> None:
