@@ -19,6 +19,7 @@ from typing import Any
 from changes import undo
 from manifest import build_manifest, describe, largest_file
 from measure import ensure_gnu_time, machine_info
+from pagecache import MODES
 from ratios import op_ratios, print_ratios, print_summary, print_targets, repo_ratios, targets
 from report import print_repo_sizes, print_table, run_json, table_rows
 from schedule import Schedule, ToolRun
@@ -34,6 +35,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         choices=("all", "first"),
         default="all",
         help="verify every full restore (default) or only each tool's first",
+    )
+    ap.add_argument(
+        "--page-cache",
+        choices=MODES,
+        default="warm",
+        help="before each measurement, the files it reads are all read (warm, default) or "
+        "all dropped from the page cache (cold), for every tool alike",
     )
     ap.add_argument("--trees", help=f"comma-separated (default: {','.join(DEFAULT_TREES)})")
     ap.add_argument(
@@ -88,6 +96,7 @@ def bench_tree(tree: Tree, tools: list[Tool], args: argparse.Namespace, gnu_time
     sched = Schedule(
         tree, runs, manifest, args.workdir, args.repeat, gnu_time, args.verify == "all", args.seed
     )
+    sched.page_cache = args.page_cache
     try:
         sched.run()
     finally:  # the cached tree must be as before for the next run, also after a failure
@@ -153,6 +162,7 @@ def main(argv: list[str] | None = None) -> int:
         "order": "per operation, repetitions in turn, reversed every other repetition: "
         + ", ".join(t.name for t in tools),
         "restores_verified": args.verify,
+        "page_cache": args.page_cache,
         "trees": {},
     }
     for name in args.tree_names:

@@ -17,6 +17,7 @@ from pathlib import Path
 from changes import change_files
 from manifest import FILE, Manifest, build_manifest, describe, largest_file
 from measure import CommandFailed, Measurement, check_ok, run_measured, tree_bytes
+from pagecache import settle
 from tools import Command, Tool
 from trees import Tree, rmtree
 from verify import VerificationFailed, verify_one_file, verify_tree
@@ -59,6 +60,7 @@ class Schedule:
     verify_all: bool = True  # verify every full restore, not only each tool's first
     seed: int = 1
     changed_files: list[int] = field(default_factory=list)  # per re-backup 1% repetition
+    page_cache: str = "warm"  # what the files an operation reads are in (``pagecache.py``)
 
     def run(self) -> None:
         rmtree(self.logs)
@@ -110,8 +112,14 @@ class Schedule:
                     run.error = f"{self.tree.name}: {op}, repetition {rep + 1}: {exc}"
                     print(f"\n!! {run.name}: {run.error}", file=sys.stderr, flush=True)
 
-    def measure(self, run: ToolRun, op: str, rep: int, cmd: Command) -> Measurement:
+    def measure(
+        self, run: ToolRun, op: str, rep: int, cmd: Command, reads: Path | None = None
+    ) -> Measurement:
+        """Run ``cmd`` timed; ``reads``: what it reads, brought into the page-cache state
+        every tool gets (``pagecache.py``)."""
         os.sync()  # no write-back of earlier steps' dirty pages during this measurement
+        if reads is not None:
+            settle(reads, self.page_cache)
         slug = op.replace("--", "").replace("%", "pct").replace(" ", "-")
         log = self.logs / run.name / f"{slug}-{rep + 1}.log"
         print(f"  [{rep + 1}/{self.repeat}] {run.name:<8} {op} ...", end="", flush=True)
@@ -145,13 +153,14 @@ class Schedule:
         for d in run.tool.cache_dirs:
             rmtree(d)
         self.measure(run, "init", rep, run.tool.init())
-        self.measure(run, "backup", rep, run.tool.backup(self.tree.root))
+        self.measure(run, "backup", rep, run.tool.backup(self.tree.root), self.tree.root)
 
     def rebackup(self, run: ToolRun, rep: int) -> None:
-        self.measure(run, "re-backup", rep, run.tool.backup(self.tree.root))
+        self.measure(run, "re-backup", rep, run.tool.backup(self.tree.root), self.tree.root)
 
     def rebackup_changed(self, run: ToolRun, rep: int) -> None:
-        self.measure(run, "re-backup 1%", rep, run.tool.backup(self.tree.root))
+        cmd = run.tool.backup(self.tree.root)
+        self.measure(run, "re-backup 1%", rep, cmd, self.tree.root)
 
     def change(self, rep: int) -> None:
         """Once per repetition, before any tool: every tool backs up the same state."""
@@ -165,7 +174,7 @@ class Schedule:
         target = self.target(run, "restore", rep)
         cmd = run.tool.restore(target)
         try:
-            self.measure(run, "restore", rep, cmd)
+            self.measure(run, "restore", rep, cmd, run.tool.repo)
             if rep == 0 or self.verify_all:
                 held = verify_tree(run.tool.restored(target, self.tree.root), self.manifest)
                 print(f"    restore verified identical ({held})")
@@ -182,7 +191,7 @@ class Schedule:
         target = self.target(run, "restore1", rep)
         cmd = run.tool.restore_file(target, path)
         try:
-            self.measure(run, "restore 1 file", rep, cmd)
+            self.measure(run, "restore 1 file", rep, cmd, run.tool.repo)
             verify_one_file(target, run.tool.restored(target, path), entry)
             print(f"    restore verified: only {rel} ({entry.size / 1e6:.1f} MB), identical")
         except VerificationFailed:
@@ -193,4 +202,4 @@ class Schedule:
         os.sync()
 
     def check(self, run: ToolRun, rep: int) -> None:
-        self.measure(run, "check --read-data", rep, run.tool.check())
+        self.measure(run, "check --read-data", rep, run.tool.check(), run.tool.repo)
