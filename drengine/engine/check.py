@@ -171,9 +171,22 @@ def _check_metadata(repo: Repository, res: CheckResult, say: Callable[[str], Non
 
 
 def _check_trees(repo: Repository, res: CheckResult) -> None:
+    # Data blobs are looked up many at once (``lookup_many``): one at a time they cost a
+    # quarter of the walk.
+    refs: list[tuple[str, bytes]] = []
+
+    def look_up() -> None:
+        found = repo.index.lookup_many([bid for _, bid in refs])
+        for (snapshot_id, bid), entry in zip(refs, found, strict=True):
+            if entry is None:
+                msg = f"snapshot {snapshot_id[:8]}: blob {bid.hex()} is not in the index"
+                res.errors.append(msg)
+        refs.clear()
+
     def indexed(snapshot_id: str, bid: bytes) -> None:
-        if repo.index.lookup(bid) is None:
-            res.errors.append(f"snapshot {snapshot_id[:8]}: blob {bid.hex()} is not in the index")
+        refs.append((snapshot_id, bid))
+        if len(refs) >= _LOOKUP_BATCH:
+            look_up()
 
     def entries(snapshot_id: str, tree_id: bytes, nodes: list[Node]) -> None:
         where = f"snapshot {snapshot_id[:8]}: tree {tree_id.hex()[:16]}"
@@ -186,6 +199,7 @@ def _check_trees(repo: Repository, res: CheckResult) -> None:
     reach = referenced_blobs(repo, indexed, entries)
     res.snapshots = reach.snapshots
     res.errors.extend(reach.errors)
+    look_up()
 
 
 def _check_reports(repo: Repository, res: CheckResult) -> None:
@@ -218,6 +232,9 @@ def tree_problems(nodes: list[Node]) -> list[str]:
             problems.append(f"entry {name!r} is invalid: {node.invalid}")
     return problems
 
+
+# Blobs looked up at once: bounds what waits and the arrays ``lookup_many`` builds.
+_LOOKUP_BATCH = 1 << 14
 
 # Temporary files younger than this may belong to a backup running right now.
 LEFTOVER_AGE = 3600.0

@@ -18,6 +18,7 @@ import contextlib
 import logging
 import os
 import selectors
+import struct
 import sys
 import threading
 from collections import deque
@@ -30,6 +31,8 @@ from drengine.engine import workers as workers_mod
 from drengine.engine.check_packs import PackBlobs
 from drengine.engine.workers import Finished, Worker, recv, send
 from drengine.repository.config import Config
+from drengine.repository.index import IndexEntry
+from drengine.repository.layout import BlobType
 from drengine.repository.repo import Repository
 from drengine.storage.options import BackendSpec
 from drengine.storage.url import reopen_spec
@@ -55,10 +58,34 @@ class Setup:
     config: Config
 
 
+# A blob's index fields on the wire: type, offset, length, raw length.
+_RECORD = struct.Struct("<BQQQ")
+
+
 @dataclass
 class PackItem:
+    """A pack to verify with its indexed blobs, packed flat: pickling tens of thousands of
+    ``IndexEntry`` tuples cost the checking process ~2.5 µs of interpreter time per blob,
+    which its tree walk needs."""
+
     pack_id: bytes
-    blobs: PackBlobs
+    ids: bytes  # the blob IDs, 32 bytes each
+    records: bytes  # ``_RECORD`` per blob, in the same order
+
+    @classmethod
+    def of(cls, pack_id: bytes, blobs: PackBlobs) -> PackItem:
+        ids = b"".join([bid for bid, _ in blobs])
+        records = b"".join(
+            [_RECORD.pack(e.type, e.offset, e.length, e.raw_length) for _, e in blobs]
+        )
+        return cls(pack_id, ids, records)
+
+    def blobs(self) -> PackBlobs:
+        ids, pack_id = self.ids, self.pack_id
+        return [
+            (ids[32 * i : 32 * i + 32], IndexEntry(pack_id, BlobType(t), off, length, raw))
+            for i, (t, off, length, raw) in enumerate(_RECORD.iter_unpack(self.records))
+        ]
 
 
 @dataclass
@@ -98,7 +125,7 @@ class PackWorkers:
         assert spec is not None  # ``process_count`` said so
         self.workers = workers_mod.start(n, _WORKER)
         setup = Setup(spec, self.repo.keys, self.repo.config)
-        items = deque(PackItem(p, blobs) for p, blobs in packs)
+        items = deque(PackItem.of(p, blobs) for p, blobs in packs)
         self._thread = threading.Thread(
             target=self._serve, args=(setup, items), name="check-workers", daemon=True
         )

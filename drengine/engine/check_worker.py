@@ -35,7 +35,7 @@ def serve(sock: socket.socket) -> None:
     phases = Phases()
     while not stop.is_set() and (item := recv(sock)) is not None:
         assert isinstance(item, PackItem)
-        errors, n = read_pack(repo, item.pack_id, item.blobs, phases)
+        errors, n = read_pack(repo, item.pack_id, item.blobs(), phases)
         send(sock, PackDone(item.pack_id, errors, n))
     send(sock, Finished.of(phases))
 

@@ -17,7 +17,7 @@ import secrets
 import stat
 import threading
 from collections import OrderedDict
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 from drengine.core.errors import ObjectExists, ObjectNotFound, StorageError
@@ -41,16 +41,19 @@ _FDS_PER_THREAD = 16
 
 
 class _FdCache:
-    def __init__(self) -> None:
-        self.fds: OrderedDict[Path, int] = OrderedDict()
+    """Keyed by object name: a hit builds no path (pathlib cost ~40 µs per read of a tree
+    blob in ``check``, a fifth of reading it)."""
 
-    def get(self, path: Path) -> int:
-        fd = self.fds.get(path)
+    def __init__(self) -> None:
+        self.fds: OrderedDict[str, int] = OrderedDict()
+
+    def get(self, name: str, path: Callable[[str], Path]) -> int:
+        fd = self.fds.get(name)
         if fd is not None:
-            self.fds.move_to_end(path)
+            self.fds.move_to_end(name)
             return fd
-        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-        self.fds[path] = fd
+        fd = os.open(path(name), os.O_RDONLY | os.O_CLOEXEC)
+        self.fds[name] = fd
         if len(self.fds) > _FDS_PER_THREAD:
             os.close(self.fds.popitem(last=False)[1])
         return fd
@@ -80,11 +83,11 @@ class LocalBackend(BackendDefaults):
         self._root = Path(root)
         self._local = threading.local()
 
-    def _cached_fd(self, path: Path) -> int:
+    def _cached_fd(self, name: str) -> int:
         cache: _FdCache | None = getattr(self._local, "fds", None)
         if cache is None:
             cache = self._local.fds = _FdCache()
-        return cache.get(path)
+        return cache.get(name, self._path)  # a name is checked before it is first opened
 
     @property
     def location(self) -> str:
@@ -164,16 +167,15 @@ class LocalBackend(BackendDefaults):
             unlink_quietly(tmp)
 
     def get(self, name: str, offset: int = 0, length: int | None = None) -> bytes:
-        path = self._path(name)
         try:
             if length is None:
-                with open(path, "rb", buffering=0) as f:
+                with open(self._path(name), "rb", buffering=0) as f:
                     f.seek(offset)
                     return f.read()
             if name.startswith(_CACHED_PREFIX):
-                data = os.pread(self._cached_fd(path), length, offset)
+                data = os.pread(self._cached_fd(name), length, offset)
             else:
-                fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+                fd = os.open(self._path(name), os.O_RDONLY | os.O_CLOEXEC)
                 try:
                     data = os.pread(fd, length, offset)
                 finally:
@@ -181,10 +183,11 @@ class LocalBackend(BackendDefaults):
         except OSError as e:
             if self._not_an_object(e):
                 raise ObjectNotFound(f"object {name} not found in {self._root}") from e
-            raise StorageError(f"cannot read {path}: {reason(e)}") from e
+            raise StorageError(f"cannot read {self._root / name}: {reason(e)}") from e
         if len(data) != length:
             raise StorageError(
-                f"short read of {path}: wanted {length} bytes at {offset}, got {len(data)}"
+                f"short read of {self._root / name}: wanted {length} bytes at {offset}, "
+                f"got {len(data)}"
             )
         return data
 

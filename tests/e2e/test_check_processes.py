@@ -16,6 +16,7 @@ from drengine.engine.backup import BackupOptions, run_backup
 from drengine.engine.check import CheckResult, run_check
 from drengine.engine.workers import Worker
 from drengine.repository import layout
+from drengine.repository.index import IndexEntry
 from drengine.repository.repo import Repository
 from drengine.sources.files import FileSource
 from drengine.storage.local import LocalBackend
@@ -144,3 +145,16 @@ def test_which_checks_use_workers(repo: Repository, monkeypatch: pytest.MonkeyPa
     monkeypatch.setenv(check_procs.ENV, "3")
     assert check_procs.process_count(repo, 2, 1) == 2  # never more than there are packs
     assert check_procs.process_count(repo, 0, 0) == 0
+
+
+def test_a_pack_item_carries_every_blob_unchanged(repo: Repository) -> None:
+    repo.load_index()
+    by_pack: dict[bytes, list[tuple[bytes, IndexEntry]]] = {}
+    for bid, e in repo.index.entries():
+        by_pack.setdefault(e.pack_id, []).append((bid, e))
+    # Offsets and lengths beyond 32 bits, as a damaged or crafted index may claim.
+    pid = next(iter(by_pack))
+    huge = [(b"\xaa" * 32, IndexEntry(pid, layout.BlobType.TREE, 1 << 40, 1 << 33, 7))]
+    for pack_id, blobs in [*by_pack.items(), (pid, huge), (pid, [])]:
+        item = check_procs.PackItem.of(pack_id, blobs)
+        assert item.blobs() == blobs
