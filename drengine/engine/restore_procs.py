@@ -144,7 +144,7 @@ class WriterProcesses:
                     item = queue.popleft()
                     w.pending.append(item)
                     try:
-                        wire.send(w.sock, item)
+                        wire.send(w.sock, wire.outgoing(item))
                     except OSError:
                         break  # it died: its messages so far, then EOF, come below
                 if not queue and not w.pending and not w.closing:

@@ -2,7 +2,8 @@
 length-prefixed pickles).
 
 Parent to worker: ``Setup``, then the target's descriptor (``SCM_RIGHTS``), then work
-items (``BatchItem`` or ``FileItem``), then ``None`` (no more work). Worker to parent:
+items (``BatchItem``, sent as a ``FlatBatch``, or ``FileItem``), then ``None`` (no more
+work). Worker to parent:
 for each item in order a ``Done``, ``Progress`` messages meanwhile, and
 ``workers.Finished`` with its phase timings before it exits.
 """
@@ -11,12 +12,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from drengine.core.model import Node
 from drengine.crypto.keys import MasterKeys
 from drengine.engine.restore_batches import Batch
 from drengine.engine.restore_plan import Entry
 from drengine.engine.workers import Finished, recv, send
 from drengine.repository.config import Config
 from drengine.repository.index import IndexEntry
+from drengine.repository.layout import BlobType
 from drengine.storage.options import BackendSpec
 
 __all__ = [
@@ -24,11 +27,15 @@ __all__ = [
     "Done",
     "FileItem",
     "Finished",
+    "FlatBatch",
     "Progress",
     "Setup",
     "entries_of",
+    "flat",
+    "outgoing",
     "recv",
     "send",
+    "unflat",
 ]
 
 
@@ -47,6 +54,55 @@ class BatchItem:
     """One-blob files whose blobs lie in one range of one pack."""
 
     batch: Batch[Entry]
+
+
+# What the writer uses of a one-blob file, in this order: directory index, name, mode,
+# uid, gid, mtime_ns, size, sparse, content hash, xattrs, blob ID, blob type, offset,
+# length, raw length.
+FlatFile = tuple[
+    int, bytes, int, int, int, int, int, bool, bytes | None, list[tuple[bytes, bytes]],
+    bytes, int, int, int, int,
+]  # fmt: skip
+
+
+@dataclass
+class FlatBatch:
+    """A ``BatchItem`` as sent: plain tuples, not ``Entry`` and ``Node`` objects, whose
+    pickling cost ~11 µs per file on each side (a fifth of a writer's time per file)."""
+
+    pack_id: bytes
+    start: int
+    end: int
+    files: list[FlatFile]
+
+
+def flat(item: BatchItem) -> FlatBatch:
+    b = item.batch
+    files: list[FlatFile] = []
+    for e, n, ie in b.items:
+        kept = (n.mode, n.uid, n.gid, n.mtime_ns, n.size, n.sparse, n.content_hash, n.xattrs)
+        files.append((e.dir, e.name, *kept, n.content[0], ie.type, *ie[2:]))
+    return FlatBatch(b.pack_id, b.start, b.end, files)
+
+
+def unflat(fb: FlatBatch) -> BatchItem:
+    """The item again, with nodes that hold what the writer uses (owner names, inode and
+    the like stay with the parent, which links and reports)."""
+    pid = fb.pack_id
+    items: list[tuple[Entry, Node, IndexEntry]] = []
+    for f in fb.files:
+        d, name, mode, uid, gid, mtime, size, sparse, chash, xattrs, bid, t, off, n, raw = f
+        node = Node(
+            name, "file", mode, uid, gid, "", "", mtime, 0, size, 0, 0, 1, 0, None, xattrs,
+            [bid], chash, None, sparse,
+        )  # fmt: skip
+        items.append((Entry(d, name, node), node, IndexEntry(pid, BlobType(t), off, n, raw)))
+    return BatchItem(Batch(pid, fb.start, fb.end, items))
+
+
+def outgoing(item: BatchItem | FileItem) -> FlatBatch | FileItem:
+    """What is sent for a work item."""
+    return flat(item) if isinstance(item, BatchItem) else item
 
 
 @dataclass

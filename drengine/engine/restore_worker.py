@@ -93,7 +93,8 @@ def serve(sock: socket.socket) -> None:
     reporter.start()
     try:
         with ThreadPoolExecutor(_FETCH_WORKERS, thread_name_prefix="fetch") as fetch:
-            while (item := wire.recv(sock)) is not None:
+            while (got := wire.recv(sock)) is not None:
+                item = wire.unflat(got) if isinstance(got, wire.FlatBatch) else got
                 entries = wire.entries_of(item)  # type: ignore[arg-type]
                 notes.clear()
                 if isinstance(item, wire.BatchItem):

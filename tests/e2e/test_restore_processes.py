@@ -5,6 +5,7 @@ writes itself; only files a worker reported verified and in place count as resto
 from __future__ import annotations
 
 import os
+import pickle
 import sys
 import threading
 from pathlib import Path
@@ -13,14 +14,18 @@ import pytest
 from e2e_support import assert_same_tree, restored_path, scan_tree
 
 from drengine.core.errors import Cancelled
-from drengine.core.model import Snapshot
+from drengine.core.model import Node, Snapshot
 from drengine.core.progress import Progress
 from drengine.engine import restore_procs
+from drengine.engine import restore_wire as wire
 from drengine.engine.backup import BackupOptions, run_backup
 from drengine.engine.restore import run_restore
+from drengine.engine.restore_batches import Batch
+from drengine.engine.restore_plan import Entry
 from drengine.engine.tree_paths import find_node
 from drengine.engine.workers import Worker
 from drengine.repository import layout
+from drengine.repository.index import IndexEntry
 from drengine.repository.repo import Repository
 from drengine.sources.files import FileSource
 from drengine.storage.local import LocalBackend
@@ -213,3 +218,24 @@ def test_a_file_whose_blobs_the_index_cannot_place_costs_that_file_only(
     paths = {e["path"] for e in result.errors}
     assert str(restored_path(tmp_path / "t", source / "big.bin")) in paths
     assert result.files > 0
+
+
+def test_a_batch_reaches_a_writer_with_every_field_it_writes() -> None:
+    """``FlatBatch`` carries what ``FileWriter`` reads of a file, exactly."""
+    pack = b"\x01" * 32
+    items = []
+    for i, (sparse, xattrs) in enumerate([(False, []), (True, [(b"user.a", b"\x00\xff")])]):
+        node = Node(
+            b"f\xff%d" % i, "file", 0o4755, 1000 + i, 2000, "u", "g", -5 + i, 7, 1 << 40,
+            9, 10, 3, 0, None, xattrs, [bytes([i]) * 32], bytes([9 - i]) * 32, None, sparse,
+        )  # fmt: skip
+        ie = IndexEntry(pack, layout.BlobType.DATA, (1 << 33) + i, 4096, 1 << 20)
+        items.append((Entry(i + 3, node.name, node), node, ie))
+    sent = pickle.loads(pickle.dumps(wire.outgoing(wire.BatchItem(Batch(pack, 5, 9, items)))))
+    got = wire.unflat(sent)
+    assert (got.batch.pack_id, got.batch.start, got.batch.end) == (pack, 5, 9)
+    used = ("name", "type", "mode", "uid", "gid", "mtime_ns", "size", "sparse", "xattrs")
+    for (e, n, ie), (e2, n2, ie2) in zip(items, got.batch.items, strict=True):
+        assert (e2.dir, e2.name, e2.node is n2, ie2) == (e.dir, e.name, True, ie)
+        assert [getattr(n2, f) for f in used] == [getattr(n, f) for f in used]
+        assert (n2.content, n2.content_hash) == (n.content, n.content_hash)
