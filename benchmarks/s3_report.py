@@ -13,6 +13,7 @@ ORDER = (
     ("re-backup", "drengine"),
     ("download", "boto3"),
     ("restore", "drengine"),
+    ("restore large", "drengine"),
     ("check --read-data", "drengine"),
     ("snapshots", "drengine"),
 )
@@ -81,8 +82,11 @@ def rows(samples: dict[tuple[str, str], list[Sample]], dataset_bytes: int) -> li
                 "median_seconds": round(median, 3),
                 "min_seconds": round(min(secs), 3),
                 "max_seconds": round(max(secs), 3),
-                # dataset bytes per second; for "snapshots" (no data) not meaningful
-                "mb_per_s": None if op == "snapshots" else round(dataset_bytes / 1e6 / median, 1),
+                # bytes per second: the dataset's, or the run's own (the large files);
+                # for "snapshots" (no data) not meaningful
+                "mb_per_s": None
+                if op == "snapshots"
+                else round(mid.extra.get("bytes", dataset_bytes) / 1e6 / median, 1),
                 "wire_mb_per_s": round(wire / 1e6 / mid.seconds, 1),
                 "cpu_seconds": round(statistics.median(s.cpu_seconds for s in got), 2),
                 "peak_rss_mib": round(max(rss), 1) if rss else None,
@@ -132,17 +136,17 @@ def ratios(table: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """drengine's speed as a share of the plain-boto3 ceiling on the same bytes."""
     by = {(r["operation"], r["tool"]): r for r in table}
     out = []
-    for op, base in (("backup", "upload"), ("restore", "download")):
+    for op, base in (("backup", "upload"), ("restore", "download"), ("restore large", "download")):
         d, b = by.get((op, "drengine")), by.get((base, "boto3"))
-        if d and b:
-            share = b["median_seconds"] / d["median_seconds"]
+        if d and b and d["mb_per_s"] and b["mb_per_s"]:
+            share = d["mb_per_s"] / b["mb_per_s"]  # throughput: the large files are a part
             out.append({"operation": op, "baseline": base, "share_of_baseline": round(share, 3)})
     return out
 
 
 def print_ratios(rows_: list[dict[str, Any]]) -> None:
     if rows_:
-        print("\nshare = boto3 median s / drengine median s (1.0: drengine as fast as plain boto3)")
+        print("\nshare = drengine MB/s / boto3 MB/s (1.0: drengine as fast as plain boto3)")
     for v in rows_:
         print(
             f"{v['operation']:<18} runs at {v['share_of_baseline']:.2f} of the plain-boto3 "
