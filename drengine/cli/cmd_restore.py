@@ -37,6 +37,7 @@ def _summary(snap_id: str, target: str, result: RestoreResult, phases: Phases) -
         "bytes": result.bytes,
         "errors": _problems(result.errors, "error"),
         "warnings": _problems(result.warnings, "warning"),
+        "leftovers_removed": result.leftovers_removed,
         "phases": phases.to_json(),
         "duration_seconds": round(phases.elapsed(), 3),
     }
@@ -127,6 +128,12 @@ def restore(
             err_console.print(f"error: {err['path']}: {err['error']}", markup=False)
         for warn in result.warnings:
             err_console.print(f"warning: {warn['path']}: {warn['warning']}", markup=False)
+        if result.leftovers_removed:
+            err_console.print(
+                f"removed {result.leftovers_removed} temporary files that an earlier, killed "
+                "restore had left in the target",
+                markup=False,
+            )
         incomplete = f", {len(result.warnings)} incomplete" if result.warnings else ""
         typer.echo(
             f"restored snapshot {snap.id[:8]} to {target}: {result.files} files, "

@@ -34,7 +34,13 @@ from drengine.core.phases import NO_PHASES, Phases
 from drengine.core.progress import Progress
 from drengine.engine.restore_batches import pack_batches
 from drengine.engine.restore_dirs import ROOT, DirFds, NotADirectory, default_limit
-from drengine.engine.restore_files import ENTRY_ERRORS, FileWriter, TempNames, reason
+from drengine.engine.restore_files import (
+    ENTRY_ERRORS,
+    FileWriter,
+    TempNames,
+    reason,
+    remove_stale_temps,
+)
 from drengine.engine.restore_plan import Entry, Plan, build_plan
 from drengine.engine.restore_procs import (
     WriterProcesses,
@@ -66,6 +72,7 @@ class RestoreResult:
     bytes: int = 0
     errors: list[dict[str, str]] = field(default_factory=list)  # {"path", "error"}
     warnings: list[dict[str, str]] = field(default_factory=list)  # {"path", "warning"}
+    leftovers_removed: int = 0  # temporary files of a killed earlier restore, removed
 
 
 class Restorer:
@@ -166,6 +173,7 @@ class Restorer:
         """Create the directories, parents first. Per directory: -1 if it is usable, else
         the index of the directory (itself or an ancestor) that could not be restored."""
         blocked = [-1] * len(plan.dirs)
+        existing = [ROOT]  # directories that were there already: a killed restore's leftovers
         for i in range(1, len(plan.dirs)):
             d = plan.dirs[i]
             up = blocked[d.parent]
@@ -174,7 +182,8 @@ class Restorer:
                 self.error(d.path, self._not_restored(plan, up))
                 continue
             try:
-                dirs.make(i)
+                if not dirs.make(i):
+                    existing.append(i)
             except NotADirectory:
                 blocked[i] = i
                 self.error(
@@ -185,7 +194,22 @@ class Restorer:
             except ENTRY_ERRORS as e:
                 blocked[i] = i
                 self.error(d.path, f"cannot create directory: {reason(e)}")
+        self._remove_leftovers(dirs, existing)
         return blocked
+
+    def _remove_leftovers(self, dirs: DirFds, existing: list[int]) -> None:
+        """Temporary files of an earlier restore into this target that was killed (they
+        never got a final name, so nothing else would remove them)."""
+        for i in existing:
+            try:
+                fd = dirs.acquire(i)
+            except ENTRY_ERRORS:
+                continue  # changed meanwhile: its files report it
+            try:
+                if not dirs.path_only(i):  # an O_PATH descriptor cannot be listed
+                    self.result.leftovers_removed += remove_stale_temps(fd)
+            finally:
+                dirs.release(i)
 
     def _link_groups(
         self, plan: Plan, blocked: list[int]

@@ -10,7 +10,6 @@ directory is opened again from its nearest open ancestor.
 
 from __future__ import annotations
 
-import contextlib
 import errno
 import os
 import resource
@@ -62,19 +61,23 @@ class DirFds:
         self._lock = threading.Lock()
         self.peak = 1  # most descriptors open at once (tests check the bound)
 
-    def make(self, i: int) -> None:
+    def make(self, i: int) -> bool:
         """Create directory ``i`` (mode 0700 until its metadata is applied, last) or accept
-        the directory already there; ``NotADirectory`` if something else is."""
+        the directory already there (False); ``NotADirectory`` if something else is."""
         parent = self._parents[i]
         pfd = self.acquire(parent)
+        created = True
         try:
-            with contextlib.suppress(FileExistsError):
+            try:
                 os.mkdir(self._names[i], 0o700, dir_fd=pfd)
+            except FileExistsError:
+                created = False
             opened = open_dir(pfd, self._names[i])
             with self._lock:
                 self._add(i, opened, held=False)
         finally:
             self.release(parent)
+        return created
 
     def acquire(self, i: int) -> int:
         """The descriptor of directory ``i``, held until ``release(i)``. Opened from the

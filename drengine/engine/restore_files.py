@@ -12,6 +12,8 @@ from __future__ import annotations
 import contextlib
 import itertools
 import os
+import re
+import stat
 import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -55,6 +57,43 @@ class TempNames:
 
     def __call__(self) -> bytes:
         return self._prefix + b"%d.tmp" % next(self._counter)
+
+
+_TEMP_NAME = re.compile(rb"\.drengine-(\d{1,10})-\d{1,20}\.tmp")
+
+
+def _running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # it exists, as another user's process
+        return True
+    return True
+
+
+def remove_stale_temps(dir_fd: int) -> int:
+    """Remove what a restore killed in this directory left under a temporary name: a
+    regular file named as ``TempNames`` names them, owned by us, of a process that no
+    longer runs (a running one may be another restore into the same target). How many."""
+    try:
+        names = os.listdir(dir_fd)
+    except OSError:
+        return 0
+    removed = 0
+    for name in names:
+        raw = os.fsencode(name)
+        m = _TEMP_NAME.fullmatch(raw)
+        if m is None or _running(int(m.group(1))):
+            continue
+        try:
+            st = os.lstat(raw, dir_fd=dir_fd)
+            if stat.S_ISREG(st.st_mode) and st.st_uid == os.geteuid():
+                os.unlink(raw, dir_fd=dir_fd)
+                removed += 1
+        except OSError:
+            continue  # gone meanwhile, or not ours to remove: it stays
+    return removed
 
 
 class FileWriter:

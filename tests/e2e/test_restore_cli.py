@@ -207,3 +207,40 @@ def test_dump_to_a_non_blocking_stdout(repo: Repo, tmp_path: Path) -> None:
     os.close(r)
     assert proc.returncode == 0, err.decode()
     assert bytes(got) == data
+
+
+def test_a_restore_removes_what_a_killed_restore_left(repo: Repo, tmp_path: Path) -> None:
+    """A restore killed with SIGKILL leaves its temporary files (they never got a final
+    name); the next restore into the target removes those of processes that no longer run,
+    and nothing else."""
+    src = (tmp_path / "src").resolve()
+    (src / "sub").mkdir(parents=True)
+    (src / "sub" / "a").write_bytes(b"a\n")
+    (src / "b").write_bytes(b"b\n")
+    snap = repo.backup(str(src))["snapshot_id"]
+    target = tmp_path / "target"
+    restored = restored_path(target, src)
+    (restored / "sub").mkdir(parents=True)
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    dead, alive = gone.pid, os.getpid()
+    stale = [target / f".drengine-{dead}-3.tmp", restored / "sub" / f".drengine-{dead}-12.tmp"]
+    kept = [restored / f".drengine-{alive}-1.tmp"]  # perhaps another restore, running
+    for p in stale + kept:
+        p.write_bytes(b"half a file")
+    os.symlink("/etc/hostname", restored / "sub" / f".drengine-{dead}-4.tmp")  # not a file
+    kept.append(restored / "sub" / f".drengine-{dead}-4.tmp")
+    if os.geteuid() == 0:  # another user's file of that name is not ours to remove
+        other = restored / f".drengine-{dead}-5.tmp"
+        other.write_bytes(b"theirs")
+        os.chown(other, 54321, 54321)
+        kept.append(other)
+
+    out = repo.restore(snap, target, "--json").json()
+    assert out["leftovers_removed"] == len(stale) and out["errors"] == [], out
+    assert not any(os.path.lexists(p) for p in stale)
+    assert all(os.path.lexists(p) for p in kept)
+    assert (restored / "sub" / "a").read_bytes() == b"a\n"
+    assert (restored / "b").read_bytes() == b"b\n"
+    text = repo.restore(snap, target)
+    assert "removed" not in text.err  # nothing left to remove
