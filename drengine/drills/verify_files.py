@@ -57,7 +57,7 @@ def verify_restored(
     want = [os.fsencode(r.rstrip("/")) for r in roots]
     skipped = {os.fsencode(s) for s in skip}
     base = os.fsencode(root)
-    trees = TreeCache(repo)
+    trees = TreeCache(repo, read_runs=True)
     files: list[tuple[bytes, Node]] = []
     seen_inodes: set[tuple[int, int]] = set()
 

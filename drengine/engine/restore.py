@@ -121,7 +121,7 @@ class Restorer:
 
     def _run(self, snap: Snapshot) -> RestoreResult:
         with self.phases.span("plan"):
-            trees = TreeCache(self.repo)
+            trees = TreeCache(self.repo, read_runs=True)
             check_expansion(trees, self._roots(snap, trees), f"snapshot {snap.id[:8]}")
             plan = build_plan(trees, snap.tree, self.includes, self.error)
         root_fd = self._open_target()

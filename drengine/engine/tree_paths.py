@@ -12,11 +12,14 @@ directories deduplicated to one tree) stays far below 1000 copies of every store
 from __future__ import annotations
 
 import os
+from bisect import bisect_left
 from collections import OrderedDict
 from collections.abc import Callable, Container, Iterator
 
 from drengine.core.errors import DrengineError, IntegrityError, UsageError
 from drengine.core.model import Node, Snapshot
+from drengine.repository.index import IndexEntry
+from drengine.repository.layout import BlobType
 from drengine.repository.repo import Repository
 
 EXPANSION_FLOOR = 1_000_000
@@ -24,17 +27,36 @@ EXPANSION_PER_STORED = 1000
 # Decoded trees kept between the count and the walk: enough for most snapshots, so each
 # tree is read once; beyond it memory stays bounded and trees are read again.
 _CACHED_NODES = 100_000
+# Reading trees in runs (``read_runs``): one ranged read at most, the other blobs it may
+# read across, the verified plaintext kept for later, the packs whose tree list is kept.
+_RUN_BYTES = 4 << 20
+_RUN_GAP = 256 << 10
+_RAW_BYTES = 64 << 20
+_PACKS_LISTED = 8
 
 
 class TreeCache:
-    """``Repository.load_tree`` with the most recently used trees kept, by node count."""
+    """``Repository.load_tree`` with the most recently used trees kept, by node count.
 
-    def __init__(self, repo: Repository, max_nodes: int = _CACHED_NODES) -> None:
+    With ``read_runs`` (for walks that need every tree below where they start), a tree is
+    read together with the tree blobs around it in its pack, up to ``_RUN_BYTES`` in one
+    ranged read; the others are verified at once and their plaintext kept (up to
+    ``_RAW_BYTES``) until they are loaded. On S3 each tree read alone is a GET: a restore of
+    `/usr/share` spent 9-14 s of its plan on 1,733 of them.
+    """
+
+    def __init__(
+        self, repo: Repository, max_nodes: int = _CACHED_NODES, read_runs: bool = False
+    ) -> None:
         self.repo = repo
         self.max_nodes = max_nodes
         self._trees: OrderedDict[bytes, list[Node]] = OrderedDict()
         self._nodes = 0
         self.failed: dict[bytes, str] = {}  # subtrees that cannot be read: why
+        self._read_runs = read_runs
+        self._raw: OrderedDict[bytes, bytes] = OrderedDict()  # verified, not decoded yet
+        self._raw_bytes = 0
+        self._pack_trees: OrderedDict[bytes, list[tuple[bytes, IndexEntry]]] = OrderedDict()
 
     def load_below(self, tree_id: bytes) -> list[Node] | None:
         """A subtree's nodes, or None when it cannot be read: one damaged tree costs the
@@ -52,13 +74,90 @@ class TreeCache:
         if nodes is not None:
             self._trees.move_to_end(tree_id)
             return nodes
-        nodes = self.repo.load_tree(tree_id)
+        data = self._raw.pop(tree_id, None)
+        if data is not None:
+            self._raw_bytes -= len(data)
+            nodes = self.repo.decode_tree_blob(tree_id, data)
+        elif self._read_runs:
+            nodes = self._load_with_run(tree_id)
+        else:
+            nodes = self.repo.load_tree(tree_id)
         self._trees[tree_id] = nodes
         self._nodes += len(nodes)
         while self._nodes > self.max_nodes and len(self._trees) > 1:
             _, old = self._trees.popitem(last=False)
             self._nodes -= len(old)
         return nodes
+
+    def _load_with_run(self, tree_id: bytes) -> list[Node]:
+        """The tree, read in one ranged read with its neighbours; anything unusual (a read
+        or a blob that fails, a tree alone in its run) goes to ``load_tree``, which reads
+        every copy there is and says what is wrong."""
+        entry = self.repo.index.lookup(tree_id)
+        run = self._run_of(tree_id, entry) if entry is not None else []
+        if len(run) < 2:
+            return self.repo.load_tree(tree_id)
+        assert entry is not None
+        start = run[0][1].offset
+        try:
+            buf = memoryview(self.repo.read_pack(entry.pack_id, start, _end(run[-1][1]) - start))
+        except DrengineError:
+            return self.repo.load_tree(tree_id)
+        mine = None
+        for bid, e in run:
+            if bid in self._trees or (bid in self._raw and bid != tree_id):
+                continue
+            try:
+                data = self.repo.open_blob(bid, e, buf[e.offset - start : _end(e) - start])
+            except DrengineError:
+                continue  # read alone if it is needed: another copy may be good
+            if bid == tree_id:
+                mine = data
+            else:
+                self._keep(bid, data)
+        if mine is None:
+            return self.repo.load_tree(tree_id)
+        return self.repo.decode_tree_blob(tree_id, mine)
+
+    def _run_of(self, tree_id: bytes, entry: IndexEntry) -> list[tuple[bytes, IndexEntry]]:
+        """The tree blobs next to it in its pack that one ranged read covers. A backup
+        writes subtrees before their parents, so the run reaches back first."""
+        blobs = self._pack_trees.get(entry.pack_id)
+        if blobs is None:
+            blobs = self.repo.index.blobs_of(entry.pack_id, BlobType.TREE)
+            self._pack_trees[entry.pack_id] = blobs
+            while len(self._pack_trees) > _PACKS_LISTED:
+                self._pack_trees.popitem(last=False)
+        self._pack_trees.move_to_end(entry.pack_id)
+        i = bisect_left(blobs, entry.offset, key=lambda it: it[1].offset)
+        if i == len(blobs) or blobs[i][0] != tree_id:
+            return []
+        lo = hi = i
+        while lo > 0 and _fits(blobs[lo - 1][1], blobs[lo][1], blobs[hi][1]):
+            lo -= 1
+        while hi + 1 < len(blobs) and _fits(blobs[hi][1], blobs[hi + 1][1], blobs[lo][1], True):
+            hi += 1
+        return blobs[lo : hi + 1]
+
+    def _keep(self, blob_id: bytes, data: bytes) -> None:
+        self._raw[blob_id] = data
+        self._raw_bytes += len(data)
+        while self._raw_bytes > _RAW_BYTES and self._raw:
+            _, old = self._raw.popitem(last=False)
+            self._raw_bytes -= len(old)
+
+
+def _end(e: IndexEntry) -> int:
+    return e.offset + e.length
+
+
+def _fits(a: IndexEntry, b: IndexEntry, other_end: IndexEntry, forward: bool = False) -> bool:
+    """Whether ``b`` (after ``a`` in the pack) joins a run whose far end is ``other_end``:
+    a small gap between them, and the whole run within ``_RUN_BYTES``."""
+    if b.offset < _end(a) or b.offset - _end(a) > _RUN_GAP:
+        return False
+    first, last = (other_end, b) if forward else (a, other_end)
+    return _end(last) - first.offset <= _RUN_BYTES
 
 
 def subtrees_first(

@@ -360,6 +360,32 @@ class Index:
             used |= {no for no, _ in self._staged}
             return {self._pack_ids[n] for n in used if n not in self._missing}
 
+    def blobs_of(self, pack_id: bytes, blob_type: BlobType) -> list[tuple[bytes, IndexEntry]]:
+        """The blobs of one type the index places in a pack, by offset (none if the pack is
+        marked missing): what a ranged read of the pack can verify besides the one it is for."""
+        self.build()
+        with self._lock:
+            no = self._pack_no.get(pack_id)
+            if no is None or no in self._missing:
+                return []
+            runs, overlay = self._runs, list(self._overlay.items())
+        out: list[tuple[bytes, IndexEntry]] = []
+        for run in runs:
+            hit = np.flatnonzero((run.cols["pack"] == no) & (run.cols["type"] == int(blob_type)))
+            if not len(hit):
+                continue
+            keys = run.keys[hit].astype(">u8").tobytes()
+            tails = run.tails[hit].tobytes()
+            cols = [run.cols[c][hit].tolist() for c in ("offset", "length", "raw")]
+            for i, (off, ln, raw) in enumerate(zip(*cols, strict=True)):
+                bid = keys[i * 8 : i * 8 + 8] + tails[i * _TAIL : (i + 1) * _TAIL]
+                out.append((bid, IndexEntry(pack_id, blob_type, off, ln, raw)))
+        for bid, (n, t, off, ln, raw) in overlay:
+            if n == no and t == int(blob_type):
+                out.append((bid, IndexEntry(pack_id, blob_type, off, ln, raw)))
+        out.sort(key=lambda it: it[1].offset)
+        return out
+
     def entries(self) -> Iterator[tuple[bytes, IndexEntry]]:
         """Every (blob ID, entry) outside missing packs; for check and prune, not hot paths."""
         self.build()

@@ -497,10 +497,17 @@ class Repository:
                     self._salts.pop(entry.pack_id, None)
 
     def load_tree(self, tree_id: bytes) -> list[Node]:
+        return self.decode_tree_blob(tree_id, self.read_tree_blob(tree_id))
+
+    def read_tree_blob(self, tree_id: bytes) -> bytes:
+        """A tree blob's verified plaintext (``load_tree`` in two steps: the read may run
+        in another thread, the decoding needs the interpreter)."""
         entry = self.lookup(tree_id)
         if entry.type != BlobType.TREE:
             raise IntegrityError(f"blob {tree_id.hex()} is not a tree")
-        data = self.read_blob(tree_id)
+        return self.read_blob(tree_id)
+
+    def decode_tree_blob(self, tree_id: bytes, data: bytes) -> list[Node]:
         try:
             return decode_tree(data)
         except (ValueError, KeyError, TypeError) as e:
