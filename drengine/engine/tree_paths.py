@@ -12,7 +12,6 @@ directories deduplicated to one tree) stays far below 1000 copies of every store
 from __future__ import annotations
 
 import os
-from bisect import bisect_left
 from collections import OrderedDict
 from collections.abc import Callable, Container, Iterator
 
@@ -20,6 +19,7 @@ from drengine.core.errors import DrengineError, IntegrityError, UsageError
 from drengine.core.model import Node, Snapshot
 from drengine.repository.index import IndexEntry
 from drengine.repository.layout import BlobType
+from drengine.repository.pack_blobs import BlobsByPack
 from drengine.repository.repo import Repository
 
 EXPANSION_FLOOR = 1_000_000
@@ -28,11 +28,10 @@ EXPANSION_PER_STORED = 1000
 # tree is read once; beyond it memory stays bounded and trees are read again.
 _CACHED_NODES = 100_000
 # Reading trees in runs (``read_runs``): one ranged read at most, the other blobs it may
-# read across, the verified plaintext kept for later, the packs whose tree list is kept.
+# read across, the verified plaintext kept for later.
 _RUN_BYTES = 4 << 20
 _RUN_GAP = 256 << 10
 _RAW_BYTES = 64 << 20
-_PACKS_LISTED = 8
 
 
 class TreeCache:
@@ -56,7 +55,7 @@ class TreeCache:
         self._read_runs = read_runs
         self._raw: OrderedDict[bytes, bytes] = OrderedDict()  # verified, not decoded yet
         self._raw_bytes = 0
-        self._pack_trees: OrderedDict[bytes, list[tuple[bytes, IndexEntry]]] = OrderedDict()
+        self._by_pack: BlobsByPack | None = None  # the index's trees by pack, made once
 
     def load_below(self, tree_id: bytes) -> list[Node] | None:
         """A subtree's nodes, or None when it cannot be read: one damaged tree costs the
@@ -120,24 +119,10 @@ class TreeCache:
         return self.repo.decode_tree_blob(tree_id, mine)
 
     def _run_of(self, tree_id: bytes, entry: IndexEntry) -> list[tuple[bytes, IndexEntry]]:
-        """The tree blobs next to it in its pack that one ranged read covers. A backup
-        writes subtrees before their parents, so the run reaches back first."""
-        blobs = self._pack_trees.get(entry.pack_id)
-        if blobs is None:
-            blobs = self.repo.index.blobs_of(entry.pack_id, BlobType.TREE)
-            self._pack_trees[entry.pack_id] = blobs
-            while len(self._pack_trees) > _PACKS_LISTED:
-                self._pack_trees.popitem(last=False)
-        self._pack_trees.move_to_end(entry.pack_id)
-        i = bisect_left(blobs, entry.offset, key=lambda it: it[1].offset)
-        if i == len(blobs) or blobs[i][0] != tree_id:
-            return []
-        lo = hi = i
-        while lo > 0 and _fits(blobs[lo - 1][1], blobs[lo][1], blobs[hi][1]):
-            lo -= 1
-        while hi + 1 < len(blobs) and _fits(blobs[hi][1], blobs[hi + 1][1], blobs[lo][1], True):
-            hi += 1
-        return blobs[lo : hi + 1]
+        """The tree blobs next to it in its pack that one ranged read covers."""
+        if self._by_pack is None:
+            self._by_pack = self.repo.index.by_pack(BlobType.TREE)
+        return self._by_pack.around(tree_id, entry, _RUN_BYTES, _RUN_GAP)
 
     def _keep(self, blob_id: bytes, data: bytes) -> None:
         self._raw[blob_id] = data
@@ -149,15 +134,6 @@ class TreeCache:
 
 def _end(e: IndexEntry) -> int:
     return e.offset + e.length
-
-
-def _fits(a: IndexEntry, b: IndexEntry, other_end: IndexEntry, forward: bool = False) -> bool:
-    """Whether ``b`` (after ``a`` in the pack) joins a run whose far end is ``other_end``:
-    a small gap between them, and the whole run within ``_RUN_BYTES``."""
-    if b.offset < _end(a) or b.offset - _end(a) > _RUN_GAP:
-        return False
-    first, last = (other_end, b) if forward else (a, other_end)
-    return _end(last) - first.offset <= _RUN_BYTES
 
 
 def subtrees_first(

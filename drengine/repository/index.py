@@ -18,12 +18,15 @@ from __future__ import annotations
 import threading
 from bisect import bisect_left
 from collections.abc import Iterable, Iterator
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 import numpy as np
 
 from drengine.repository.layout import BlobType
 from drengine.repository.pack import BlobRecord
+
+if TYPE_CHECKING:
+    from drengine.repository.pack_blobs import BlobsByPack
 
 _RUN_AT = 1 << 16
 _TAIL = 24  # bytes of an ID after its 8-byte key
@@ -360,31 +363,45 @@ class Index:
             used |= {no for no, _ in self._staged}
             return {self._pack_ids[n] for n in used if n not in self._missing}
 
-    def blobs_of(self, pack_id: bytes, blob_type: BlobType) -> list[tuple[bytes, IndexEntry]]:
-        """The blobs of one type the index places in a pack, by offset (none if the pack is
-        marked missing): what a ranged read of the pack can verify besides the one it is for."""
+    def by_pack(self, blob_type: BlobType) -> BlobsByPack:
+        """Every blob of one type, grouped by pack and sorted by offset, packs marked
+        missing left out (``pack_blobs.py``): one pass over the index."""
+        from drengine.repository.pack_blobs import BlobsByPack  # it imports IndexEntry
+
         self.build()
         with self._lock:
-            no = self._pack_no.get(pack_id)
-            if no is None or no in self._missing:
-                return []
             runs, overlay = self._runs, list(self._overlay.items())
-        out: list[tuple[bytes, IndexEntry]] = []
+            pack_ids, missing = list(self._pack_ids), np.array(sorted(self._missing), np.uint32)
+        t = int(blob_type)
+        ids: list[np.ndarray] = []
+        cols: dict[str, list[np.ndarray]] = {c: [] for c in ("pack", "offset", "length", "raw")}
         for run in runs:
-            hit = np.flatnonzero((run.cols["pack"] == no) & (run.cols["type"] == int(blob_type)))
-            if not len(hit):
-                continue
-            keys = run.keys[hit].astype(">u8").tobytes()
-            tails = run.tails[hit].tobytes()
-            cols = [run.cols[c][hit].tolist() for c in ("offset", "length", "raw")]
-            for i, (off, ln, raw) in enumerate(zip(*cols, strict=True)):
-                bid = keys[i * 8 : i * 8 + 8] + tails[i * _TAIL : (i + 1) * _TAIL]
-                out.append((bid, IndexEntry(pack_id, blob_type, off, ln, raw)))
-        for bid, (n, t, off, ln, raw) in overlay:
-            if n == no and t == int(blob_type):
-                out.append((bid, IndexEntry(pack_id, blob_type, off, ln, raw)))
-        out.sort(key=lambda it: it[1].offset)
-        return out
+            hit = np.flatnonzero(run.cols["type"] == t)
+            raw = np.empty((len(hit), 32), dtype=np.uint8)
+            raw[:, :8] = run.keys[hit].astype(">u8").view(np.uint8).reshape(-1, 8)
+            raw[:, 8:] = run.tails[hit].view(np.uint8).reshape(-1, _TAIL)
+            ids.append(raw.reshape(-1).view("V32"))
+            for c, got in cols.items():
+                got.append(run.cols[c][hit])
+        extra = [(b, v) for b, v in overlay if v[1] == t]
+        if extra:
+            ids.append(np.frombuffer(b"".join(b for b, _ in extra), dtype="V32"))
+            for k, c in enumerate(("pack", "type", "offset", "length", "raw")):
+                if c != "type":
+                    cols[c].append(np.array([v[k] for _, v in extra], dtype=_DTYPES[c]))
+        all_ids = np.concatenate(ids) if ids else np.empty(0, dtype="V32")
+        arr = {c: np.concatenate(v) if v else np.empty(0, _DTYPES[c]) for c, v in cols.items()}
+        keep = ~np.isin(arr["pack"], missing)
+        order = np.lexsort((arr["offset"][keep], arr["pack"][keep]))
+        return BlobsByPack(
+            blob_type,
+            pack_ids,
+            arr["pack"][keep][order],
+            all_ids[keep][order],
+            arr["offset"][keep][order],
+            arr["length"][keep][order],
+            arr["raw"][keep][order],
+        )
 
     def entries(self) -> Iterator[tuple[bytes, IndexEntry]]:
         """Every (blob ID, entry) outside missing packs; for check and prune, not hot paths."""

@@ -4,16 +4,20 @@ the same failures as trees read one by one, in far fewer reads, and memory stays
 from __future__ import annotations
 
 import os
+import random
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from drengine.engine import tree_paths
 from drengine.engine.backup import BackupOptions, run_backup
 from drengine.engine.tree_paths import TreeCache, check_expansion, subtrees_first
 from drengine.repository import layout
+from drengine.repository.index import IndexEntry
 from drengine.repository.layout import BlobType
 from drengine.repository.pack import HEADER_SIZE
+from drengine.repository.pack_blobs import BlobsByPack
 from drengine.repository.repo import Repository
 from drengine.sources.files import FileSource
 from drengine.storage.local import LocalBackend
@@ -126,5 +130,54 @@ def test_blobs_of_a_pack_are_the_index_filtered(repo: tuple[Repository, bytes]) 
         for p in packs:
             want = sorted(((b, e) for b, e in everything if e.pack_id == p and e.type == t),
                           key=lambda it: it[1].offset)  # fmt: skip
-            assert r.index.blobs_of(p, t) == want
-    assert r.index.blobs_of(b"\x00" * 32, BlobType.TREE) == []
+            assert r.index.by_pack(t).of(p) == want
+    assert r.index.by_pack(BlobType.TREE).of(b"\x00" * 32) == []
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_a_run_is_the_widest_window_reaching_back_first(seed: int) -> None:
+    rng = random.Random(seed)
+    packs = [b"P" * 32, b"Q" * 32]
+    rows = []
+    for no in range(2):
+        off = rng.randrange(100)
+        for _ in range(rng.randrange(1, 40)):
+            n = rng.randrange(1, 500)
+            rows.append((no, off, n))
+            off += n + rng.choice([0, 0, 0, 10, 300, 5000])
+    ids = [bytes([i % 256, i // 256]) + bytes(30) for i in range(len(rows))]
+    by = BlobsByPack(
+        BlobType.TREE, packs, np.array([r[0] for r in rows], np.uint32),
+        np.frombuffer(b"".join(ids), dtype="V32"), np.array([r[1] for r in rows], np.uint32),
+        np.array([r[2] for r in rows], np.uint32), np.array([r[2] for r in rows], np.uint32),
+    )  # fmt: skip
+    max_bytes, max_gap = rng.choice([600, 2000, 10**6]), rng.choice([0, 20, 400])
+    for k, (no, off, n) in enumerate(rows):
+        e = IndexEntry(packs[no], BlobType.TREE, off, n, n)
+        same = [j for j, r in enumerate(rows) if r[0] == no]
+        spans = [(rows[j][1], rows[j][2]) for j in same]
+        first, last = _brute_run(spans, same.index(k), max_bytes, max_gap)
+        want = [ids[same[j]] for j in range(first, last + 1)]
+        assert [b for b, _ in by.around(ids[k], e, max_bytes, max_gap)] == want
+    assert by.around(b"x" * 32, IndexEntry(packs[0], BlobType.TREE, 0, 1, 1), 10, 10) == []
+
+
+def _brute_run(spans: list[tuple[int, int]], i: int, max_bytes: int, gap: int) -> tuple[int, int]:
+    """The run around ``spans[i]`` (offset, length), one blob at a time, back first."""
+
+    def end(j: int) -> int:
+        return spans[j][0] + spans[j][1]
+
+    def joins(a: int, b: int) -> bool:
+        return end(a) <= spans[b][0] <= end(a) + gap
+
+    first = last = i
+    while first > 0 and joins(first - 1, first) and end(last) - spans[first - 1][0] <= max_bytes:
+        first -= 1
+    while (
+        last + 1 < len(spans)
+        and joins(last, last + 1)
+        and end(last + 1) - spans[first][0] <= max_bytes
+    ):
+        last += 1
+    return first, last
