@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 
 from drengine.core.errors import DrengineError
 from drengine.core.model import Node
+from drengine.engine.tree_paths import TreeCache
 from drengine.repository.repo import Repository
 
 # Called with (snapshot ID, tree ID, the tree's nodes) for every distinct tree read.
@@ -33,6 +34,8 @@ def referenced_blobs(
     """
     out = Reachable()
     seen = out.blobs
+    # Each tree is loaded once here: none kept decoded, all read in runs of their pack.
+    trees = TreeCache(repo, max_nodes=0, read_runs=True)
     for oid in repo.snapshot_ids():
         try:
             snap = repo.load_snapshot(oid)
@@ -47,7 +50,7 @@ def referenced_blobs(
                 continue
             seen.add(tree_id)
             try:
-                nodes = repo.load_tree(tree_id)
+                nodes = trees.load(tree_id)
             except DrengineError as e:
                 out.errors.append(f"snapshot {oid[:8]}: {e}")
                 continue
