@@ -258,7 +258,7 @@ def list_entries(
     repo: Repository, snap: Snapshot, path: str = "/", unreadable: Unreadable | None = None
 ) -> Iterator[tuple[bytes, Node]]:
     """(absolute path, node) for the node at ``path`` and everything below it."""
-    trees = TreeCache(repo)
+    trees = TreeCache(repo, read_runs=True)
     node = find_node(repo, snap, path, trees)
     prefix = b"".join(b"/" + p for p in split_path(path))
     root = snap.tree if node is None else node.subtree if node.type == "dir" else None
