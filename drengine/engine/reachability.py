@@ -34,8 +34,9 @@ def referenced_blobs(
     """
     out = Reachable()
     seen = out.blobs
-    # Each tree is loaded once here: none kept decoded, all read in runs of their pack.
-    trees = TreeCache(repo, max_nodes=0, read_runs=True)
+    # Each tree is loaded once here: none kept decoded, all read in runs of their pack,
+    # and what a run holds besides is kept only if not seen yet.
+    trees = TreeCache(repo, max_nodes=0, read_runs=True, done=seen)
     for oid in repo.snapshot_ids():
         try:
             snap = repo.load_snapshot(oid)

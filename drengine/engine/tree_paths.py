@@ -45,7 +45,11 @@ class TreeCache:
     """
 
     def __init__(
-        self, repo: Repository, max_nodes: int = _CACHED_NODES, read_runs: bool = False
+        self,
+        repo: Repository,
+        max_nodes: int = _CACHED_NODES,
+        read_runs: bool = False,
+        done: Container[bytes] = frozenset(),
     ) -> None:
         self.repo = repo
         self.max_nodes = max_nodes
@@ -56,6 +60,7 @@ class TreeCache:
         self._raw: OrderedDict[bytes, bytes] = OrderedDict()  # verified, not decoded yet
         self._raw_bytes = 0
         self._by_pack: BlobsByPack | None = None  # the index's trees by pack, made once
+        self._done = done  # trees the caller has had already: not kept when read along
 
     def load_below(self, tree_id: bytes) -> list[Node] | None:
         """A subtree's nodes, or None when it cannot be read: one damaged tree costs the
@@ -104,7 +109,7 @@ class TreeCache:
             return self.repo.load_tree(tree_id)
         mine = None
         for bid, e in run:
-            if bid in self._trees or (bid in self._raw and bid != tree_id):
+            if bid != tree_id and (bid in self._trees or bid in self._raw or bid in self._done):
                 continue
             try:
                 data = self.repo.open_blob(bid, e, buf[e.offset - start : _end(e) - start])

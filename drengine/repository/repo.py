@@ -497,17 +497,13 @@ class Repository:
                     self._salts.pop(entry.pack_id, None)
 
     def load_tree(self, tree_id: bytes) -> list[Node]:
-        return self.decode_tree_blob(tree_id, self.read_tree_blob(tree_id))
-
-    def read_tree_blob(self, tree_id: bytes) -> bytes:
-        """A tree blob's verified plaintext (``load_tree`` in two steps: the read may run
-        in another thread, the decoding needs the interpreter)."""
         entry = self.lookup(tree_id)
         if entry.type != BlobType.TREE:
             raise IntegrityError(f"blob {tree_id.hex()} is not a tree")
-        return self.read_blob(tree_id)
+        return self.decode_tree_blob(tree_id, self.read_blob(tree_id))
 
     def decode_tree_blob(self, tree_id: bytes, data: bytes) -> list[Node]:
+        """The nodes of a tree blob's verified plaintext (``TreeCache`` reads trees in runs)."""
         try:
             return decode_tree(data)
         except (ValueError, KeyError, TypeError) as e:
