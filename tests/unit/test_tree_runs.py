@@ -90,8 +90,11 @@ def test_a_damaged_tree_fails_as_when_read_alone(repo: tuple[Repository, bytes])
     alone, runs = TreeCache(r), TreeCache(r, read_runs=True)
     assert alone.load_below(victim) is None and runs.load_below(victim) is None
     assert runs.failed == alone.failed
-    # The others still read: the damage costs that tree only.
-    assert check_expansion(TreeCache(r, read_runs=True), [root], "x") > 0
+    # The others still read: the damage costs that tree only. Read along with the trees
+    # around it (kept as stored, opened when the walk gets there), it fails the same way.
+    walked = TreeCache(r, read_runs=True)
+    assert check_expansion(walked, [root], "x") > 0
+    assert walked.failed == alone.failed
 
 
 def test_memory_for_trees_read_along_stays_bounded(
@@ -99,14 +102,14 @@ def test_memory_for_trees_read_along_stays_bounded(
 ) -> None:
     r, root = repo
     r.load_index()
-    monkeypatch.setattr(tree_paths, "_RAW_BYTES", 2000)
+    monkeypatch.setattr(tree_paths, "_STORED_BYTES", 2000)
     monkeypatch.setattr(tree_paths, "_RUN_BYTES", 3000)
     trees = TreeCache(r, read_runs=True)
     peak = 0
     got: dict[bytes, object] = {}
     for tree_id, nodes in subtrees_first(root, trees.load, got):
         got[tree_id] = nodes
-        peak = max(peak, trees._raw_bytes)
+        peak = max(peak, trees._stored_bytes)
     assert got == _all(TreeCache(r), root)
     assert peak <= 2000
 
