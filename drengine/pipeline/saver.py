@@ -66,7 +66,7 @@ class BlobSaver:
         self._index_every = index_every
         n = sealers or max(2, os.cpu_count() or 2)
         # Batches of claimed blobs: a bound on the memory they hold (with the one being filled).
-        self._blobs: queue.Queue[list[_Blob] | None] = queue.Queue(maxsize=2 * n + 2)
+        self._blobs: queue.Queue[list[_Blob] | None] = queue.Queue(maxsize=n + 1)
         self._batch: list[_Blob] = []
         self._batch_bytes = 0
         # Sealed packs waiting for an uploader: one is enough to keep them busy, and each
