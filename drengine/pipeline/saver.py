@@ -26,7 +26,8 @@ from drengine.core.errors import DrengineError
 from drengine.repository import blobcodec
 from drengine.repository.index_format import BLOBS_PER_INDEX, index_batches
 from drengine.repository.layout import BlobType
-from drengine.repository.pack import BlobRecord, PackWriter
+from drengine.repository.pack import BlobRecord
+from drengine.repository.pack_spool import SpooledPack, SpoolingPackWriter
 from drengine.repository.repo import Repository
 
 log = logging.getLogger(__name__)
@@ -69,9 +70,11 @@ class BlobSaver:
         self._blobs: queue.Queue[list[_Blob] | None] = queue.Queue(maxsize=n + 1)
         self._batch: list[_Blob] = []
         self._batch_bytes = 0
-        # Sealed packs waiting for an uploader: one is enough to keep them busy, and each
-        # waiting pack holds a pack's worth of memory.
-        self._packs: queue.Queue[tuple[bytearray, list[BlobRecord]] | None] = queue.Queue(maxsize=1)
+        # Sealed packs waiting for an uploader: one is enough to keep them busy. Packs fill
+        # in temporary files (``pack_spool``), not in memory.
+        self._packs: queue.Queue[tuple[SpooledPack, list[BlobRecord]] | None] = queue.Queue(
+            maxsize=1
+        )
         self._lock = threading.Lock()
         self._inflight: set[bytes] = set()
         # Packs the saved blobs live in: those deduplicated against, and those uploaded. A
@@ -224,7 +227,7 @@ class BlobSaver:
             self._error = e
 
     def _seal_loop(self) -> None:
-        writers: dict[BlobType, PackWriter] = {}
+        writers: dict[BlobType, SpoolingPackWriter] = {}
         try:
             while True:
                 batch = self._get(self._blobs)
@@ -234,17 +237,31 @@ class BlobSaver:
                     payload = blobcodec.encode(data, self._level)
                     w = writers.get(blob_type)
                     if w is None:
-                        w = writers[blob_type] = PackWriter(self.repo.keys.encryption)
+                        w = writers[blob_type] = SpoolingPackWriter(self.repo.keys.encryption)
                     w.add(blob_type, blob_id, payload, len(data))
                     if len(w) >= self._pack_size or len(w.records) >= BLOBS_PER_INDEX:
-                        self._put(self._packs, (w.finish(), w.records))
                         del writers[blob_type]
+                        self._hand_over(w)
                 del batch  # its memory, before waiting for the next
-            if self._error is None:
-                for w in writers.values():
-                    self._put(self._packs, (w.finish(), w.records))
+            while self._error is None and writers:
+                self._hand_over(writers.popitem()[1])
         except BaseException as e:
             self._fail(e)
+        finally:
+            for w in writers.values():  # a failure: their temporary files go now
+                w.discard()
+
+    def _hand_over(self, w: SpoolingPackWriter) -> None:
+        try:
+            pack = w.finish()
+        except BaseException:
+            w.discard()
+            raise
+        try:
+            self._put(self._packs, (pack, w.records))
+        except BaseException:
+            pack.close()
+            raise
 
     def _upload_loop(self) -> None:
         try:
@@ -252,19 +269,37 @@ class BlobSaver:
                 packed = self._get(self._packs)
                 if packed is None:
                     break
-                buf, records = packed
-                pack_id = self.repo.save_pack(buf)
+                pack, records = packed
+                try:
+                    with pack.view() as buf:
+                        pack_id = self.repo.save_pack(buf)
+                finally:
+                    pack.close()
                 self.repo.index.add_pack(pack_id, records)
                 with self._lock:
                     for r in records:
                         self._inflight.discard(r.id)
                     self._unindexed.append((pack_id, records))
                     self.uploaded_packs.add(pack_id)
-                    self.stats.bytes_stored += len(buf)
+                    self.stats.bytes_stored += len(pack)
                     self.stats.packs += 1
                 self._write_index(force=False)
         except BaseException as e:
             self._fail(e)
+        finally:
+            self._drop_waiting()
+
+    def _drop_waiting(self) -> None:
+        """After a failure: close the sealed packs no uploader will take."""
+        if self._error is None:
+            return
+        while True:
+            try:
+                item = self._packs.get_nowait()
+            except queue.Empty:
+                return
+            if item is not None:
+                item[0].close()
 
     def _write_index(self, force: bool) -> None:
         with self._lock:

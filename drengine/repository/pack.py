@@ -65,29 +65,48 @@ def records_from_bytes(data: bytes | memoryview, what: str) -> list[BlobRecord]:
         raise IntegrityError(f"{what} lists a blob of unknown type") from None
 
 
-class PackWriter:
-    """Accumulates encrypted blobs for one pack. Not thread-safe: one owner at a time."""
+class PackBuilder:
+    """Encrypts blobs into one pack; where the bytes go is the subclass's ``_append``.
+    Not thread-safe: one owner at a time."""
 
     def __init__(self, encryption_key: bytes) -> None:
         salt = new_salt()
         self._cipher = ObjectCipher(encryption_key, salt)
-        self._buf = bytearray(PACK_MAGIC + salt)
+        self._size = 0
         self.records: list[BlobRecord] = []
+        self._append(PACK_MAGIC + salt)
 
     def __len__(self) -> int:
-        return len(self._buf)
+        return self._size
+
+    def _append(self, data: bytes) -> None:
+        raise NotImplementedError
 
     def add(self, blob_type: BlobType, blob_id: bytes, payload: bytes, raw_length: int) -> None:
-        offset = len(self._buf)
+        offset = self._size
         ct = self._cipher.encrypt(DOMAIN_BLOB, offset, payload, blob_aad(blob_type, blob_id))
-        self._buf += ct
+        self._append(ct)
         self.records.append(BlobRecord(blob_type, blob_id, offset, len(ct), raw_length))
 
-    def finish(self) -> bytearray:
+    def _finish(self) -> None:
         plain = _FOOTER.pack(len(self.records)) + records_to_bytes(self.records)
         ct = self._cipher.encrypt(DOMAIN_TRAILER, 0, plain, _TRAILER_AAD)
-        self._buf += ct
-        self._buf += _FOOTER.pack(len(ct))
+        self._append(ct + _FOOTER.pack(len(ct)))
+
+
+class PackWriter(PackBuilder):
+    """A pack built in memory (prune and repair, which write few)."""
+
+    def __init__(self, encryption_key: bytes) -> None:
+        self._buf = bytearray()
+        super().__init__(encryption_key)
+
+    def _append(self, data: bytes) -> None:
+        self._buf += data
+        self._size += len(data)
+
+    def finish(self) -> bytearray:
+        self._finish()
         return self._buf
 
 

@@ -351,7 +351,7 @@ class Repository:
         key = self.keys.chunk_id if blob_type == BlobType.DATA else self._tree_key
         return blake3.blake3(data, key=key).digest()
 
-    def save_pack(self, data: bytes | bytearray) -> bytes:
+    def save_pack(self, data: bytes | bytearray | memoryview) -> bytes:
         pack_id = layout.object_id(data)
         self.backend.put(layout.pack_name(pack_id), data)
         return bytes.fromhex(pack_id)

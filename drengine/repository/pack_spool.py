@@ -1,0 +1,117 @@
+"""Packs that fill in a temporary file instead of memory, as restic's do.
+
+A backup keeps a pack open per sealer thread and blob type, one sealed pack waiting for the
+uploader and one being uploaded: in memory that was up to four packs (64 MiB at the default
+16 MiB), the largest part of a first backup's peak. Spooled, the open and waiting packs sit
+in the page cache, which the kernel may write out and reclaim under pressure, and only the
+pack being uploaded is mapped.
+
+The file is unlinked as it is created (``tempfile.TemporaryFile``), so nothing is left
+behind by a crash or a kill. It lives in ``TMPDIR`` (``/tmp`` by default), which needs room
+for a few packs while a backup runs; a write that fails there fails the backup with one
+sentence that says so, and no snapshot is written.
+"""
+
+from __future__ import annotations
+
+import mmap
+import os
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import IO
+
+from drengine.core.errors import StorageError
+from drengine.core.fsutil import reason
+from drengine.repository.pack import PackBuilder
+
+_GATHER = 1 << 20
+
+
+def _spool_error(e: OSError) -> StorageError:
+    return StorageError(
+        f"cannot write a temporary pack file in {tempfile.gettempdir()}: {reason(e)} "
+        "(a backup keeps a few packs there while it runs; TMPDIR chooses the directory)"
+    )
+
+
+class SpooledPack:
+    """A finished pack in its temporary file. ``view`` maps it for the upload; ``close``
+    (always, also on failure) gives the file's space back."""
+
+    def __init__(self, f: IO[bytes], size: int) -> None:
+        self._f = f
+        self.size = size
+
+    def __len__(self) -> int:
+        return self.size
+
+    @contextmanager
+    def view(self) -> Iterator[memoryview]:
+        try:
+            # Populated at once: one call instead of a page fault per 4 KiB as it is read.
+            flags = mmap.MAP_SHARED | getattr(mmap, "MAP_POPULATE", 0)
+            m = mmap.mmap(self._f.fileno(), self.size, flags=flags, prot=mmap.PROT_READ)
+        except OSError as e:
+            raise _spool_error(e) from e
+        v = memoryview(m)
+        try:
+            yield v
+        finally:
+            try:
+                v.release()
+                m.close()
+            except BufferError:
+                pass  # a failed put's traceback still holds a view: unmapped when it goes
+
+    def close(self) -> None:
+        self._f.close()
+
+
+class SpoolingPackWriter(PackBuilder):
+    """``PackWriter``'s pack, written to an unlinked temporary file as blobs are added."""
+
+    def __init__(self, encryption_key: bytes) -> None:
+        self._pending = bytearray()
+        try:
+            # Handed on to a SpooledPack and closed there, or by discard(): no context here.
+            self._f = tempfile.TemporaryFile(prefix="drengine-pack-", buffering=0)  # noqa: SIM115
+        except OSError as e:
+            raise _spool_error(e) from e
+        try:
+            super().__init__(encryption_key)
+        except BaseException:
+            self._f.close()
+            raise
+
+    def _append(self, data: bytes) -> None:
+        # Small blobs are gathered first: a write per blob (47,000 on /usr/share) cost
+        # ~0.4 s of system time in the file system's per-write work. Large ones go as they are.
+        self._size += len(data)
+        if not self._pending and len(data) >= _GATHER:
+            self._write(data)
+            return
+        self._pending += data
+        if len(self._pending) >= _GATHER:
+            self._flush()
+
+    def _flush(self) -> None:
+        self._write(self._pending)
+        del self._pending[:]
+
+    def _write(self, data: bytes | bytearray) -> None:
+        fd, done = self._f.fileno(), 0
+        with memoryview(data) as view:
+            try:
+                while done < len(view):
+                    done += os.write(fd, view[done:])
+            except OSError as e:
+                raise _spool_error(e) from e
+
+    def finish(self) -> SpooledPack:
+        self._finish()
+        self._flush()
+        return SpooledPack(self._f, self._size)
+
+    def discard(self) -> None:
+        self._f.close()
