@@ -29,8 +29,12 @@ _GATHER = 1 << 20
 
 
 def _spool_error(e: OSError) -> StorageError:
+    try:
+        where = tempfile.gettempdir()
+    except OSError:  # none of TMPDIR, /tmp, /var/tmp, ... is usable
+        where = os.environ.get("TMPDIR") or "/tmp"
     return StorageError(
-        f"cannot write a temporary pack file in {tempfile.gettempdir()}: {reason(e)} "
+        f"cannot write a temporary pack file in {where}: {reason(e)} "
         "(a backup keeps a few packs there while it runs; TMPDIR chooses the directory)"
     )
 
@@ -48,12 +52,16 @@ class SpooledPack:
 
     @contextmanager
     def view(self) -> Iterator[memoryview]:
+        fd = self._f.fileno()
         try:
             # Populated at once: one call instead of a page fault per 4 KiB as it is read.
             flags = mmap.MAP_SHARED | getattr(mmap, "MAP_POPULATE", 0)
-            m = mmap.mmap(self._f.fileno(), self.size, flags=flags, prot=mmap.PROT_READ)
-        except OSError as e:
-            raise _spool_error(e) from e
+            m: mmap.mmap | bytes = mmap.mmap(fd, self.size, flags=flags, prot=mmap.PROT_READ)
+        except OSError:  # a file system that cannot map files: read it instead
+            m = self._read_all(fd)
+        if isinstance(m, bytes):
+            yield memoryview(m)
+            return
         v = memoryview(m)
         try:
             yield v
@@ -63,6 +71,19 @@ class SpooledPack:
                 m.close()
             except BufferError:
                 pass  # a failed put's traceback still holds a view: unmapped when it goes
+
+    def _read_all(self, fd: int) -> bytes:
+        parts, done = [], 0
+        try:
+            while done < self.size:
+                part = os.pread(fd, self.size - done, done)
+                if not part:
+                    raise OSError(0, "the temporary pack file is shorter than was written")
+                parts.append(part)
+                done += len(part)
+        except OSError as e:
+            raise _spool_error(e) from e
+        return b"".join(parts)
 
     def close(self) -> None:
         self._f.close()

@@ -108,3 +108,32 @@ def test_a_failed_upload_holding_a_view_reports_its_own_error() -> None:
         raise OSError("disk full")
     pack.close()
     kept.clear()
+
+
+def test_a_temporary_directory_that_cannot_map_files_is_read_instead(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    w = SpoolingPackWriter(KEY)
+    w.add(BlobType.DATA, b"z" * 32, os.urandom(3000), 3001)
+    pack = w.finish()
+    with pack.view() as buf:
+        mapped = bytes(buf)
+
+    def no_mmap(*_a: object, **_k: object) -> object:
+        raise OSError(errno.ENODEV, "No such device")
+
+    monkeypatch.setattr(pack_spool.mmap, "mmap", no_mmap)
+    with pack.view() as buf:
+        assert bytes(buf) == mapped
+    pack.close()
+
+
+def test_no_usable_temporary_directory_is_one_sentence(monkeypatch: pytest.MonkeyPatch) -> None:
+    def nowhere(*_a: object, **_k: object) -> object:
+        raise FileNotFoundError(errno.ENOENT, "No usable temporary directory found")
+
+    monkeypatch.setattr(pack_spool.tempfile, "TemporaryFile", nowhere)
+    monkeypatch.setattr(pack_spool.tempfile, "gettempdir", nowhere)
+    monkeypatch.setenv("TMPDIR", "/nonexistent/tmp")
+    with pytest.raises(StorageError, match="temporary pack file in /nonexistent/tmp: "):
+        SpoolingPackWriter(KEY)
