@@ -74,8 +74,20 @@ def decode_tree(data: bytes) -> list[Node]:
     return model.decode_tree(data)
 
 
+# Owner names are the same few strings in every node: one object each instead of a copy per
+# node (~100 bytes) in the trees a restore's plan or a check holds decoded.
+_OWNERS: dict[str, str] = {}
+
+
+def _owner(name: str) -> str:
+    if len(_OWNERS) > 4096:
+        _OWNERS.clear()  # a crafted tree of many names must not grow this without bound
+    return _OWNERS.setdefault(name, name)
+
+
 def _nodes(wire: list[_WireNode]) -> list[Node]:
     fromhex = bytes.fromhex
+    owners, owner = _OWNERS, _owner
     out = []
     for w in wire:
         if (w.inode | w.device | w.links | w.rdev) > _U64:
@@ -94,8 +106,8 @@ def _nodes(wire: list[_WireNode]) -> list[Node]:
                 w.mode,
                 w.uid,
                 w.gid,
-                w.user,
-                w.group,
+                owners.get(w.user) or owner(w.user),
+                owners.get(w.group) or owner(w.group),
                 w.mtime_ns,
                 w.ctime_ns,
                 w.size,

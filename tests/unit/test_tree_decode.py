@@ -108,3 +108,16 @@ def test_crafted_trees_decode_as_the_reference_decodes_them(text: str | bytes) -
 def test_a_plain_node_is_read_by_the_fast_path() -> None:
     (node,) = _fast_only(('{"nodes":[{' + _NODE + ',"user":"\\u00e9"}]}').encode())
     assert node == Node(b"a", "fifo", 0o644, mtime_ns=1, user="\u00e9")
+
+
+def test_owner_names_are_shared_and_their_table_stays_bounded() -> None:
+    def tree(user: str) -> bytes:
+        return encode_tree([Node(b"f%d" % i, "fifo", 0o644, mtime_ns=1, user=user, group=user)
+                            for i in range(3)])  # fmt: skip
+
+    a, b = tree_decode.decode_tree(tree("alice")), tree_decode.decode_tree(tree("alice"))
+    assert len({id(n.user) for n in a + b} | {id(n.group) for n in a + b}) == 1
+    for i in range(5000):  # many distinct names (a crafted tree): the table is cleared
+        tree_decode.decode_tree(tree(f"u{i}"))
+    assert len(tree_decode._OWNERS) <= 4097
+    assert [n.user for n in tree_decode.decode_tree(tree("bob"))] == ["bob"] * 3
