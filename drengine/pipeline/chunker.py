@@ -13,7 +13,10 @@ from collections.abc import Callable, Iterator
 from pyfastcdc import FastCDC
 
 ReadInto = Callable[[memoryview], int]
-_READ_SIZE = 8 * 1024 * 1024
+# Each buffer stays alive while any chunk cut from it waits for a sealer: 8 MiB reads pinned
+# ~37 MB in a backup of /usr/lib (memray). A buffer still holds a whole chunk after the
+# carried tail, which is scanned again (~20 % more FastCDC work on large files, in C).
+_READ_SIZE = 4 * 1024 * 1024
 
 
 class Chunker:
@@ -22,12 +25,12 @@ class Chunker:
             avg_size, min_size=min_size, max_size=max_size, normalized_chunking=1, seed=seed
         )
         self.min_size = min_size
-        self._read_size = max(_READ_SIZE, 2 * max_size)
+        self._read_size = max(_READ_SIZE, max_size)
 
     def chunks(self, read_into: ReadInto, first: int = 0) -> Iterator[memoryview]:
         """Chunks of everything ``read_into`` delivers until it returns 0.
 
-        ``first`` sizes the first buffer (a small file needs no 8 MiB buffer).
+        ``first`` sizes the first buffer (a small file needs no 4 MiB buffer).
         """
         carry: bytes = b""
         size = min(first, self._read_size) + 1 if first else self._read_size
