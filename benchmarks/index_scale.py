@@ -22,7 +22,8 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from drengine.repository.index import Index
-from drengine.repository.index_format import BLOBS_PER_INDEX, RECORD_DTYPE
+from drengine.repository.index_format import RECORD_DTYPE
+from drengine.repository.index_split import BLOBS_PER_INDEX
 from drengine.repository.layout import BlobType
 from drengine.repository.pack import BlobRecord
 

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 
 from drengine.core.errors import DrengineError
 from drengine.core.phases import NO_PHASES, Phases
-from drengine.repository.index import IndexEntry
+from drengine.repository.index_entry import IndexEntry
 from drengine.repository.repo import Repository
 
 _AHEAD = 8  # reads in flight at most

@@ -26,7 +26,7 @@ from drengine.crypto.keys import b64d
 from drengine.engine.check_packs import read_pack
 from drengine.engine.check_procs import PackWorkers, process_count
 from drengine.engine.reachability import referenced_blobs
-from drengine.repository.index import IndexEntry
+from drengine.repository.index_entry import IndexEntry
 from drengine.repository.locks import Locks, locked
 from drengine.repository.repo import Repository
 from drengine.repository.reports import load_report, report_ids, signing_key

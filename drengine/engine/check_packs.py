@@ -6,7 +6,7 @@ from __future__ import annotations
 from drengine.core.errors import DrengineError
 from drengine.core.phases import Phases
 from drengine.repository import layout
-from drengine.repository.index import IndexEntry
+from drengine.repository.index_entry import IndexEntry
 from drengine.repository.layout import BlobType
 from drengine.repository.pack import parse_trailer
 from drengine.repository.repo import Repository

@@ -31,7 +31,7 @@ from drengine.engine import workers as workers_mod
 from drengine.engine.check_packs import PackBlobs
 from drengine.engine.workers import Finished, Worker, recv, send
 from drengine.repository.config import Config
-from drengine.repository.index import IndexEntry
+from drengine.repository.index_entry import IndexEntry
 from drengine.repository.layout import BlobType
 from drengine.repository.repo import Repository
 from drengine.storage.options import BackendSpec

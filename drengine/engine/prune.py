@@ -30,8 +30,8 @@ from datetime import UTC, datetime
 from drengine.core.errors import Cancelled, DrengineError, IntegrityError
 from drengine.engine.reachability import referenced_blobs
 from drengine.repository import blobcodec, layout
-from drengine.repository.index import IndexEntry
-from drengine.repository.index_format import BLOBS_PER_INDEX, index_batches
+from drengine.repository.index_entry import IndexEntry
+from drengine.repository.index_split import BLOBS_PER_INDEX, index_batches
 from drengine.repository.layout import BlobType
 from drengine.repository.locks import HeldLock, locked
 from drengine.repository.pack import BlobRecord, PackWriter, decrypt_blob, parse_trailer

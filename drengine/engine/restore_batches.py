@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
 from drengine.core.model import Node
-from drengine.repository.index import IndexEntry
+from drengine.repository.index_entry import IndexEntry
 from drengine.repository.repo import Repository
 
 # Read across a gap of unneeded blobs up to this size rather than issue another request;

@@ -18,7 +18,7 @@ from drengine.engine.restore_batches import Batch
 from drengine.engine.restore_plan import Entry
 from drengine.engine.workers import Finished, recv, send
 from drengine.repository.config import Config
-from drengine.repository.index import IndexEntry
+from drengine.repository.index_entry import IndexEntry
 from drengine.repository.layout import BlobType
 from drengine.storage.options import BackendSpec
 

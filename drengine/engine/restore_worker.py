@@ -28,7 +28,7 @@ from drengine.engine.restore_dirs import DirFds, default_limit
 from drengine.engine.restore_files import FileWriter, TempNames
 from drengine.engine.restore_plan import Entry
 from drengine.engine.workers import worker_main
-from drengine.repository.index import IndexEntry
+from drengine.repository.index_entry import IndexEntry
 from drengine.repository.pack import BlobRecord
 from drengine.repository.repo import Repository
 from drengine.storage.url import open_backend

@@ -14,13 +14,16 @@ from __future__ import annotations
 import os
 from collections import OrderedDict
 from collections.abc import Callable, Container, Iterator
+from typing import TYPE_CHECKING
 
 from drengine.core.errors import DrengineError, IntegrityError, UsageError
 from drengine.core.model import Node, Snapshot
-from drengine.repository.index import IndexEntry
+from drengine.repository.index_entry import IndexEntry
 from drengine.repository.layout import BlobType
-from drengine.repository.pack_blobs import BlobsByPack
 from drengine.repository.repo import Repository
+
+if TYPE_CHECKING:  # built by Index.by_pack; numpy loads with the index, after the key
+    from drengine.repository.pack_blobs import BlobsByPack
 
 EXPANSION_FLOOR = 1_000_000
 EXPANSION_PER_STORED = 1000

@@ -24,7 +24,7 @@ from typing import TypeVar
 
 from drengine.core.errors import DrengineError
 from drengine.repository import blobcodec
-from drengine.repository.index_format import BLOBS_PER_INDEX, index_batches
+from drengine.repository.index_split import BLOBS_PER_INDEX, index_batches
 from drengine.repository.layout import BlobType
 from drengine.repository.pack import BlobRecord
 from drengine.repository.pack_spool import SpooledPack, SpoolingPackWriter

@@ -18,12 +18,15 @@ from __future__ import annotations
 import threading
 from bisect import bisect_left
 from collections.abc import Iterable, Iterator
-from typing import TYPE_CHECKING, NamedTuple
+from typing import TYPE_CHECKING
 
 import numpy as np
 
+from drengine.repository.index_entry import IndexEntry
 from drengine.repository.layout import BlobType
 from drengine.repository.pack import BlobRecord
+
+__all__ = ["Index", "IndexEntry"]  # IndexEntry's home is index_entry
 
 if TYPE_CHECKING:
     from drengine.repository.pack_blobs import BlobsByPack
@@ -40,16 +43,6 @@ _DTYPES = {
 }
 _COLUMNS = tuple(_DTYPES)
 _NONE: frozenset[bytes] = frozenset()
-
-
-class IndexEntry(NamedTuple):
-    """A named tuple: made once per look-up, and a frozen dataclass costs 5x more."""
-
-    pack_id: bytes
-    type: BlobType
-    offset: int
-    length: int
-    raw_length: int
 
 
 class _Run:

@@ -10,7 +10,6 @@ An index object's plaintext is zstd-compressed::
 from __future__ import annotations
 
 import struct
-from collections.abc import Iterator
 
 import numpy as np
 import zstandard
@@ -29,8 +28,6 @@ assert RECORD_DTYPE.itemsize == 45
 # Format limit (repository-format §11): an index object's plaintext is at most this large.
 # Checked while decompressing, so a small crafted object cannot inflate to gigabytes.
 MAX_INDEX_PLAINTEXT = 256 << 20
-# Writers start a new index object after this many blobs (about 4.5 MB of plaintext).
-BLOBS_PER_INDEX = 100_000
 
 
 def records_from_array(arr: np.ndarray) -> list[BlobRecord]:
@@ -38,23 +35,6 @@ def records_from_array(arr: np.ndarray) -> list[BlobRecord]:
         BlobRecord(BlobType(int(t)), bytes(i), int(o), int(n), int(r))
         for t, i, o, n, r in arr.tolist()
     ]
-
-
-def index_batches(
-    packs: list[tuple[bytes, list[BlobRecord]]],
-) -> Iterator[list[tuple[bytes, list[BlobRecord]]]]:
-    """Split packs into groups of at most ``BLOBS_PER_INDEX`` blobs (a pack holds at most
-    that many), one index object each, so none outgrows the format's limit."""
-    part: list[tuple[bytes, list[BlobRecord]]] = []
-    count = 0
-    for pack in packs:
-        if part and count + len(pack[1]) > BLOBS_PER_INDEX:
-            yield part
-            part, count = [], 0
-        part.append(pack)
-        count += len(pack[1])
-    if part:
-        yield part
 
 
 def encode_index(

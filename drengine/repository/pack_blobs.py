@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from drengine.repository.index import IndexEntry
+from drengine.repository.index_entry import IndexEntry
 from drengine.repository.layout import BlobType
 
 

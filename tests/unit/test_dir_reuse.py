@@ -20,7 +20,7 @@ from drengine.engine.backup import BackupOptions, run_backup
 from drengine.pipeline import content as content_mod
 from drengine.pipeline.saver import BlobSaver
 from drengine.repository import layout
-from drengine.repository.index_format import index_batches
+from drengine.repository.index_split import index_batches
 from drengine.repository.layout import BlobType
 from drengine.repository.pack import BlobRecord
 from drengine.repository.repo import Repository
