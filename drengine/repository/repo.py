@@ -25,7 +25,6 @@ from drengine.core.errors import (
 )
 from drengine.core.model import Node, Snapshot
 from drengine.core.phases import NO_PHASES, Phases
-from drengine.core.tree_decode import decode_tree
 from drengine.crypto.aead import seal, unseal
 from drengine.crypto.keys import (
     KdfParams,
@@ -504,6 +503,9 @@ class Repository:
 
     def decode_tree_blob(self, tree_id: bytes, data: bytes) -> list[Node]:
         """The nodes of a tree blob's verified plaintext (``TreeCache`` reads trees in runs)."""
+        # Imported here: msgspec (~3 MiB) loads after the key is derived (test_key_before_numpy).
+        from drengine.core.tree_decode import decode_tree
+
         try:
             return decode_tree(data)
         except (ValueError, KeyError, TypeError) as e:
