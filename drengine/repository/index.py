@@ -26,8 +26,6 @@ from drengine.repository.index_entry import IndexEntry
 from drengine.repository.layout import BlobType
 from drengine.repository.pack import BlobRecord
 
-__all__ = ["Index", "IndexEntry"]  # IndexEntry's home is index_entry
-
 if TYPE_CHECKING:
     from drengine.repository.pack_blobs import BlobsByPack
 

@@ -56,7 +56,8 @@ from drengine.storage.base import Backend, TemporaryFile
 from drengine.storage.cache import CachingBackend
 
 if TYPE_CHECKING:
-    from drengine.repository.index import Index, IndexEntry
+    from drengine.repository.index import Index
+    from drengine.repository.index_entry import IndexEntry
 
 log = logging.getLogger(__name__)
 

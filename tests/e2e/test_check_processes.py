@@ -16,7 +16,7 @@ from drengine.engine.backup import BackupOptions, run_backup
 from drengine.engine.check import CheckResult, run_check
 from drengine.engine.workers import Worker
 from drengine.repository import layout
-from drengine.repository.index import IndexEntry
+from drengine.repository.index_entry import IndexEntry
 from drengine.repository.repo import Repository
 from drengine.sources.files import FileSource
 from drengine.storage.local import LocalBackend

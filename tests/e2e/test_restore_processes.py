@@ -25,7 +25,7 @@ from drengine.engine.restore_plan import Entry
 from drengine.engine.tree_paths import find_node
 from drengine.engine.workers import Worker
 from drengine.repository import layout
-from drengine.repository.index import IndexEntry
+from drengine.repository.index_entry import IndexEntry
 from drengine.repository.repo import Repository
 from drengine.sources.files import FileSource
 from drengine.storage.local import LocalBackend

@@ -12,7 +12,7 @@ import pytest
 from drengine.core.errors import IntegrityError
 from drengine.engine import blobstream
 from drengine.engine.blobstream import blob_stream, segments
-from drengine.repository.index import IndexEntry
+from drengine.repository.index_entry import IndexEntry
 from drengine.repository.layout import BlobType
 
 

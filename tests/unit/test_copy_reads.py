@@ -8,6 +8,7 @@ import os
 from pathlib import Path
 
 import pytest
+from test_tree_runs import _counting
 
 from drengine.core.errors import DrengineError
 from drengine.engine.backup import BackupOptions, run_backup
@@ -47,20 +48,12 @@ def _files(repo: Repository) -> dict[bytes, bytes]:
 
 def test_copy_reads_in_runs_and_copies_every_file(two: tuple[Repository, Repository, Path]) -> None:
     a, b, src = two
-    reads: list[int] = []
-    real = a.read_pack
-
-    def read_pack(pack_id: bytes, offset: int = 0, length: int | None = None) -> bytes:
-        reads.append(length or 0)
-        return real(pack_id, offset, length)
-
-    a.read_pack = read_pack  # type: ignore[method-assign]
+    reads = _counting(a)
     res = run_copy(a, b, a.snapshots())
     assert len(res.copied) == 1 and res.blobs_new > 300
     data_reads = [n for n in reads if n != HEADER_SIZE]  # not the packs' salts
     assert len(data_reads) < 80, len(data_reads)  # a read per blob: 300 and more
     want = {str(p.relative_to(src)).encode(): p.read_bytes() for p in src.rglob("*") if p.is_file()}
-    a.read_pack = real  # type: ignore[method-assign]
     assert _files(b) == want
 
 

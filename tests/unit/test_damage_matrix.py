@@ -45,7 +45,7 @@ from drengine.engine.repair_snapshots import REPAIRED_TAG, run_repair_snapshots
 from drengine.engine.restore import run_restore
 from drengine.repository import layout
 from drengine.repository.config import Settings
-from drengine.repository.index import IndexEntry
+from drengine.repository.index_entry import IndexEntry
 from drengine.repository.layout import BlobType
 from drengine.repository.pack import BlobRecord
 from drengine.repository.repo import Repository

@@ -17,7 +17,8 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from drengine.core.errors import IntegrityError
 from drengine.repository import blobcodec
 from drengine.repository import index as index_module
-from drengine.repository.index import Index, IndexEntry
+from drengine.repository.index import Index
+from drengine.repository.index_entry import IndexEntry
 from drengine.repository.index_format import (
     RECORD_DTYPE,
     decode_index,

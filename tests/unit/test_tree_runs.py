@@ -14,7 +14,7 @@ from drengine.engine import tree_paths
 from drengine.engine.backup import BackupOptions, run_backup
 from drengine.engine.tree_paths import TreeCache, check_expansion, subtrees_first
 from drengine.repository import layout
-from drengine.repository.index import IndexEntry
+from drengine.repository.index_entry import IndexEntry
 from drengine.repository.layout import BlobType
 from drengine.repository.pack import HEADER_SIZE
 from drengine.repository.pack_blobs import BlobsByPack
