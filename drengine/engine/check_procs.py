@@ -19,17 +19,16 @@ import logging
 import os
 import selectors
 import struct
-import sys
 import threading
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from drengine.core import workers as workers_mod
 from drengine.core.phases import Phases
+from drengine.core.workers import Finished, Worker, recv, send
 from drengine.crypto.keys import MasterKeys
-from drengine.engine import workers as workers_mod
 from drengine.engine.check_packs import PackBlobs
-from drengine.engine.workers import Finished, Worker, recv, send
 from drengine.repository.config import Config
 from drengine.repository.index_entry import IndexEntry
 from drengine.repository.layout import BlobType
@@ -46,7 +45,7 @@ _MAX_PROCESSES = 4
 # damaged blobs) and this process sending it a large item could each wait for the other.
 # The round trip it costs is small against verifying a pack.
 _IN_FLIGHT = 1
-_WORKER = [sys.executable, "-m", "drengine.engine.check_worker"]  # + the socket's fd
+_WORKER = workers_mod.module_command("drengine.engine.check_worker")  # + the socket's fd
 
 log = logging.getLogger(__name__)
 

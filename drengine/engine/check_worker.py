@@ -19,9 +19,9 @@ import sys
 import threading
 
 from drengine.core.phases import Phases
+from drengine.core.workers import Finished, recv, send, worker_main
 from drengine.engine.check_packs import read_pack
 from drengine.engine.check_procs import PackDone, PackItem, Setup
-from drengine.engine.workers import Finished, recv, send, worker_main
 from drengine.repository.repo import Repository
 from drengine.storage.url import open_backend
 

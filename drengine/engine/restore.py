@@ -32,6 +32,7 @@ from drengine.core.errors import RestoreError
 from drengine.core.model import Snapshot
 from drengine.core.phases import NO_PHASES, Phases
 from drengine.core.progress import Progress
+from drengine.core.workers import Worker
 from drengine.engine.restore_batches import pack_batches
 from drengine.engine.restore_dirs import ROOT, DirFds, NotADirectory, default_limit
 from drengine.engine.restore_files import (
@@ -51,7 +52,6 @@ from drengine.engine.restore_procs import (
 )
 from drengine.engine.restore_wire import Setup
 from drengine.engine.tree_paths import TreeCache, check_expansion, find_node, split_path
-from drengine.engine.workers import Worker
 from drengine.repository.locks import locked
 from drengine.repository.repo import Repository
 from drengine.sources.files_restore import (

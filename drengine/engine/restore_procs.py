@@ -20,19 +20,18 @@ import contextlib
 import os
 import selectors
 import socket
-import sys
 import threading
 from collections import deque
 from collections.abc import Callable
 
+from drengine.core import workers as workers_mod
 from drengine.core.errors import Cancelled, DrengineError
 from drengine.core.phases import Phases
 from drengine.core.progress import Progress
+from drengine.core.workers import Worker
 from drengine.engine import restore_wire as wire
-from drengine.engine import workers as workers_mod
 from drengine.engine.restore_batches import Batch
 from drengine.engine.restore_plan import Entry
-from drengine.engine.workers import Worker
 from drengine.repository.repo import Repository
 from drengine.storage.url import reopen_spec
 
@@ -42,7 +41,7 @@ _MAX_PROCESSES = 4
 _BATCH_FILES = 128  # files per work item at most: small items keep every process busy
 _IN_FLIGHT = 2  # items sent ahead to each process
 _STOP_WAIT = 30.0  # seconds a cancelled worker gets to finish its file
-_WORKER = [sys.executable, "-m", "drengine.engine.restore_worker"]  # + the socket's fd
+_WORKER = workers_mod.module_command("drengine.engine.restore_worker")  # + the socket's fd
 
 Item = wire.BatchItem | wire.FileItem
 Note = Callable[[Entry, str], None]

@@ -13,10 +13,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from drengine.core.model import Node
+from drengine.core.workers import Finished, recv, send
 from drengine.crypto.keys import MasterKeys
 from drengine.engine.restore_batches import Batch
 from drengine.engine.restore_plan import Entry
-from drengine.engine.workers import Finished, recv, send
 from drengine.repository.config import Config
 from drengine.repository.index_entry import IndexEntry
 from drengine.repository.layout import BlobType

@@ -23,11 +23,11 @@ from concurrent.futures import ThreadPoolExecutor
 from drengine.core.errors import Cancelled
 from drengine.core.phases import Phases
 from drengine.core.progress import Progress
+from drengine.core.workers import worker_main
 from drengine.engine import restore_wire as wire
 from drengine.engine.restore_dirs import DirFds, default_limit
 from drengine.engine.restore_files import FileWriter, TempNames
 from drengine.engine.restore_plan import Entry
-from drengine.engine.workers import worker_main
 from drengine.repository.index_entry import IndexEntry
 from drengine.repository.pack import BlobRecord
 from drengine.repository.repo import Repository

@@ -11,10 +11,10 @@ from pathlib import Path
 import pytest
 
 from drengine.core.errors import Cancelled
+from drengine.core.workers import Worker
 from drengine.engine import check_procs
 from drengine.engine.backup import BackupOptions, run_backup
 from drengine.engine.check import CheckResult, run_check
-from drengine.engine.workers import Worker
 from drengine.repository import layout
 from drengine.repository.index_entry import IndexEntry
 from drengine.repository.repo import Repository

@@ -16,6 +16,7 @@ from e2e_support import assert_same_tree, restored_path, scan_tree
 from drengine.core.errors import Cancelled
 from drengine.core.model import Node, Snapshot
 from drengine.core.progress import Progress
+from drengine.core.workers import Worker
 from drengine.engine import restore_procs
 from drengine.engine import restore_wire as wire
 from drengine.engine.backup import BackupOptions, run_backup
@@ -23,7 +24,6 @@ from drengine.engine.restore import run_restore
 from drengine.engine.restore_batches import Batch
 from drengine.engine.restore_plan import Entry
 from drengine.engine.tree_paths import find_node
-from drengine.engine.workers import Worker
 from drengine.repository import layout
 from drengine.repository.index_entry import IndexEntry
 from drengine.repository.repo import Repository

@@ -80,10 +80,30 @@ def _exactly(sock: socket.socket, n: int) -> bytes:
     return bytes(buf)
 
 
+def module_command(module: str) -> list[str]:
+    """The command line of a worker running ``module`` of this very drengine.
+
+    ``-P``: ``python -m`` would otherwise put the working directory first on the module
+    path, and a ``drengine`` directory there (a restore or backup started in a directory
+    others can write to) would run as the worker, with the repository's keys. The
+    worker finds drengine where this process did instead (``worker_env``)."""
+    return [sys.executable, "-P", "-m", module]
+
+
+def worker_env() -> dict[str, str]:
+    """This environment, with the directory this drengine was imported from first on the
+    module path (the same code as this process, wherever that is installed or checked out)."""
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH")) if p)
+    return env
+
+
 def start(n: int, command: list[str]) -> list[Worker]:
     """Start ``n`` workers running ``command`` + the socket's descriptor (fewer if an
     interpreter cannot start: the caller does what is left itself)."""
     workers = []
+    env = worker_env()
     for _ in range(n):
         ours, theirs = socket.socketpair()
         try:
@@ -92,6 +112,7 @@ def start(n: int, command: list[str]) -> list[Worker]:
                 pass_fds=[theirs.fileno()],
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.DEVNULL,
+                env=env,
             )
         except OSError:
             ours.close()
