@@ -20,6 +20,7 @@ from drengine.core.model import Node, encode_tree, encode_tree_parts
 from drengine.core.progress import Progress
 from drengine.pipeline.chunker import Chunker
 from drengine.pipeline.saver import BlobSaver
+from drengine.pipeline.small_blobs import SmallBlobs
 from drengine.repository.layout import BlobType
 from drengine.repository.repo import Repository
 
@@ -85,6 +86,22 @@ class ContentStore:
             ids.append(bid)
         self.progress.add_bytes(len(data))
         return Content(ids, len(data), blake3.blake3(data).digest())
+
+    def small_blobs(self) -> SmallBlobs:
+        """What a read worker process needs to seal small files (``store_sealed``)."""
+        s = self._repo.settings
+        return SmallBlobs(self._repo.keys.chunk_id, s.compression_level, self.small)
+
+    def store_sealed(
+        self, blob_id: bytes, content_hash: bytes, payload: bytes, size: int
+    ) -> Content:
+        """Content read whole and sealed by ``SmallBlobs.seal`` in a worker process."""
+        ids = []
+        if size:
+            self._saver.save(BlobType.DATA, blob_id, payload, size)
+            ids.append(blob_id)
+        self.progress.add_bytes(size)
+        return Content(ids, size, content_hash)
 
     def save_tree(self, nodes: list[Node]) -> bytes:
         """Store a directory's listing; its tree ID. ``DrengineError`` if too large."""

@@ -37,7 +37,8 @@ _POLL = 0.2
 _BATCH_BLOBS = 32
 _BATCH_BYTES = 1 << 20
 
-_Blob = tuple[BlobType, bytes, memoryview | bytes]
+# (type, ID, plaintext or payload, raw length: -1 for plaintext still to be encoded)
+_Blob = tuple[BlobType, bytes, memoryview | bytes, int]
 
 
 class PacksMissing(DrengineError):
@@ -96,8 +97,12 @@ class BlobSaver:
 
     # ---- producer side ------------------------------------------------------------------
 
-    def save(self, blob_type: BlobType, blob_id: bytes, data: memoryview | bytes) -> bool:
-        """Store a blob unless the repository has it or it is on its way; True if new."""
+    def save(
+        self, blob_type: BlobType, blob_id: bytes, data: memoryview | bytes, raw_length: int = -1
+    ) -> bool:
+        """Store a blob unless the repository has it or it is on its way; True if new.
+        ``raw_length`` >= 0: ``data`` is the blob's payload already (``blobcodec.encode``
+        of ``raw_length`` bytes, by a read worker), sealed without encoding again."""
         self._raise_if_failed()
         with self._lock:
             if blob_id in self._inflight:
@@ -108,8 +113,8 @@ class BlobSaver:
                 return False
             self._inflight.add(blob_id)
             self.stats.blobs_new += 1
-            self.stats.bytes_new += len(data)
-            self._batch.append((blob_type, blob_id, data))
+            self.stats.bytes_new += len(data) if raw_length < 0 else raw_length
+            self._batch.append((blob_type, blob_id, data, raw_length))
             self._batch_bytes += len(data)
             full = len(self._batch) >= _BATCH_BLOBS or self._batch_bytes >= _BATCH_BYTES
             batch = self._take_batch() if full else None
@@ -233,12 +238,15 @@ class BlobSaver:
                 batch = self._get(self._blobs)
                 if batch is None:
                     break
-                for blob_type, blob_id, data in batch:
-                    payload = blobcodec.encode(data, self._level)
+                for blob_type, blob_id, data, raw_length in batch:
+                    if raw_length < 0:
+                        payload, raw_length = blobcodec.encode(data, self._level), len(data)
+                    else:
+                        payload = data if isinstance(data, bytes) else bytes(data)
                     w = writers.get(blob_type)
                     if w is None:
                         w = writers[blob_type] = SpoolingPackWriter(self.repo.keys.encryption)
-                    w.add(blob_type, blob_id, payload, len(data))
+                    w.add(blob_type, blob_id, payload, raw_length)
                     if len(w) >= self._pack_size or len(w.records) >= BLOBS_PER_INDEX:
                         del writers[blob_type]
                         self._hand_over(w)

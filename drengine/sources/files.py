@@ -101,8 +101,7 @@ class FileSource:
 
     def close(self, ok: bool) -> None:
         if self._walker is not None:
-            self._walker.pool.shutdown(wait=True, cancel_futures=not ok)
-            self._walker.close()
+            self._walker.shutdown(ok)
         if self._cache is not None:
             packs: dict[bytes, int] = {}
             if ok and self._ctx is not None:  # what the directory rows may reference

@@ -156,8 +156,11 @@ def read_xattrs(path: bytes) -> list[tuple[bytes, bytes]]:
     return out
 
 
-def node_from_stat(name: bytes, path: bytes | Place, st: os.stat_result) -> Node:
-    """Everything about an entry except file content (filled in by the backup)."""
+def node_from_stat(
+    name: bytes, path: bytes | Place, st: os.stat_result, xattrs: bool = True
+) -> Node:
+    """Everything about an entry except file content (filled in by the backup), and its
+    extended attributes unless ``xattrs`` is False (a read worker lists them)."""
     place = path if isinstance(path, Place) else Place(None, path)
     kind = node_type(st.st_mode)
     if kind is None:
@@ -176,7 +179,7 @@ def node_from_stat(name: bytes, path: bytes | Place, st: os.stat_result) -> Node
         inode=st.st_ino,
         device=st.st_dev,
         links=st.st_nlink,
-        xattrs=read_xattrs(place.syscall_path()),
+        xattrs=read_xattrs(place.syscall_path()) if xattrs else [],
     )
     if kind == "symlink":
         node.target = os.readlink(place.rel or b".", dir_fd=place.dir_fd)

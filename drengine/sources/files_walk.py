@@ -41,7 +41,9 @@ from drengine.sources.files_dirsig import (
     subtree_signature,
     unpack_entries,
 )
-from drengine.sources.files_meta import Anchor, Place, node_from_stat, open_file
+from drengine.sources.files_meta import Anchor, Place, node_from_stat, open_file, read_xattrs
+from drengine.sources.files_read_procs import Item, ReadProcs, read_plan
+from drengine.sources.files_read_worker import FAILED, OK
 
 _OPEN_DIRS = 256
 _READERS = 2
@@ -117,11 +119,11 @@ class _PendingDir:
     listing: _Listing | None = None  # kept (anchor held) while a row's reuse is undecided
 
 
-# What a directory holds while it is open: a finished node, a file being read, a
-# subdirectory, an unchanged entry's JSON, or (node, first child) for a further name of a
-# hard-linked file.
+# What a directory holds while it is open: a finished node, a file being read (by a reader
+# thread, or by a read worker: an ``Item``), a subdirectory, an unchanged entry's JSON, or
+# (node, first child) for a further name of a hard-linked file.
 Child: TypeAlias = (
-    "Node | _FileResult | Future[_FileResult] | _PendingDir | _Kept | tuple[Node, Any]"
+    "Node | _FileResult | Future[_FileResult] | Item | _PendingDir | _Kept | tuple[Node, Any]"
 )
 
 
@@ -157,6 +159,18 @@ class Walker:
         # Directory rows are used and stored only with a context digest of the options.
         self.dir_context = dir_context if cache is not None else None
         self.relied_on_packs = False
+        # Small files go to worker processes once this many were read here (None: never).
+        self.read_plan = read_plan()
+        self.reads: ReadProcs | None = None
+        self.small_reads = 0
+
+    def shutdown(self, ok: bool) -> None:
+        """Stop the read workers and the reader threads, then close what a walk that
+        stopped midway left open."""
+        if self.reads is not None:
+            self.reads.close()
+        self.pool.shutdown(wait=True, cancel_futures=not ok)
+        self.close()
 
     def close(self) -> None:
         """After the readers stopped: close what a walk that stopped midway left open."""
@@ -226,7 +240,8 @@ class Walker:
                 st = place.lstat()
             elif isinstance(st, OSError):
                 raise st
-            node = node_from_stat(name, place, st)
+            handed = self.may_hand_out(place, st)
+            node = node_from_stat(name, place, st, xattrs=not handed)
         except OSError as e:
             self.error(path, e)
             return None
@@ -238,7 +253,7 @@ class Walker:
         if node.type == "file":
             if not given and self.excluder.size_excluded(node.size):
                 return None
-            return self.file_child(path, node, place)
+            return self.file_child(path, node, place, handed)
         self.progress.file_done()
         return node
 
@@ -331,17 +346,23 @@ class Walker:
             self.store.rely_on_packs(self.cache.known_packs)
             self.relied_on_packs = True
 
-    def file_child(self, path: bytes, node: Node, place: Place) -> Child:
+    def file_child(self, path: bytes, node: Node, place: Place, handed: bool = False) -> Child:
+        """``handed``: a small file whose extended attributes were not listed, for a read
+        worker to list with its content (listed here if it is not handed out after all)."""
         self.bytes_total += node.size
         if node.links > 1:
             key = (node.device, node.inode)
             first = self.hardlinks.get(key)
             if first is not None:
+                if handed:
+                    node.xattrs = read_xattrs(place.syscall_path())
                 self.progress.file_done()
                 return (node, first)
         child: Child
         hit, known = self.cache.lookup(path, node) if self.cache else (None, False)
         if hit is not None and self.store.has_all(hit.content):
+            if handed:
+                node.xattrs = read_xattrs(place.syscall_path())
             node.content, node.content_hash = hit.content, hit.content_hash
             self.counts["files_unmodified"] += 1
             self.progress.file_done()
@@ -349,9 +370,16 @@ class Walker:
             child = node
         else:
             self.counts["files_changed" if known else "files_new"] += 1
-            if node.size <= self.small:
+            if handed and self.reads is not None and self.reads.running:
+                child = self.hand_out(path, node, place)
+            elif node.size <= self.small:
                 # Small files are read right here: a thread hand-off costs more than the read.
+                if handed:
+                    node.xattrs = read_xattrs(place.syscall_path())
                 child = self.read_small(path, node, place)
+                self.small_reads += 1
+                if self.reads is None and self.read_plan and self.small_reads >= self.read_plan[0]:
+                    self.start_reads(self.read_plan[1])
             else:
                 self.slots.acquire()
                 if place.anchor is not None:  # the walk may leave the directory first
@@ -360,6 +388,67 @@ class Walker:
         if node.links > 1:
             self.hardlinks[(node.device, node.inode)] = child
         return child
+
+    # ---- small files in read worker processes (``files_read_procs``) ----------------------
+
+    def may_hand_out(self, place: Place, st: os.stat_result) -> bool:
+        """Whether this entry, if it needs reading, goes to a read worker (reached by an
+        absolute path: the workers cannot use this process's anchor descriptors)."""
+        return (
+            self.reads is not None
+            and place.anchor is None
+            and st.st_size <= self.small
+            and stat.S_ISREG(st.st_mode)
+            and self.reads.running
+        )
+
+    def start_reads(self, n: int) -> None:
+        self.read_plan = None  # once: if none start, the walk reads on by itself
+        reads = ReadProcs(self.store.small_blobs(), n, self.answered, self.in_process)
+        if reads.running:
+            self.reads = reads
+        else:
+            reads.close()
+
+    def hand_out(self, path: bytes, node: Node, place: Place) -> Item:
+        assert self.reads is not None and place.anchor is None and place.rel == path
+        item = Item(path, node, time.time_ns())
+        self.reads.add(item, node.size)
+        return item
+
+    def answered(self, item: Item, answer: tuple[Any, ...]) -> _FileResult | None:
+        """A worker's answer for a file (``files_read_worker``), in the serving thread."""
+        node = item.node
+        if answer[0] == OK:
+            _, size, blob_id, content_hash, payload, xattrs = answer
+            c = self.store.store_sealed(blob_id, content_hash, payload, size)
+            node.content, node.size, node.content_hash = c.ids, c.size, c.content_hash
+            node.xattrs = xattrs
+            self.progress.file_done()
+            return _FileResult(node, item.started_ns)
+        if answer[0] == FAILED:
+            self.error(item.path, OSError(answer[1], answer[2]))
+            return _FileResult(None, item.started_ns)
+        self.in_process([item])  # it grew past the small-file size: chunked by a reader
+        return None
+
+    def in_process(self, items: list[Item]) -> None:
+        """Files no worker answers for: read by the reader threads, as without workers."""
+        assert self.reads is not None
+        for item in items:
+            try:
+                self.pool.submit(self.read_item, item)
+            except RuntimeError as e:  # shut down: the backup is ending without them
+                self.reads.fail(item, e)
+
+    def read_item(self, item: Item) -> None:
+        assert self.reads is not None
+        place = Place(None, item.path)
+        try:
+            item.node.xattrs = read_xattrs(item.path)
+            self.reads.complete([item], [self.read_small(item.path, item.node, place)])
+        except BaseException as e:
+            self.reads.fail(item, e)
 
     def read_small(self, path: bytes, node: Node, place: Place) -> _FileResult:
         started = time.time_ns()
@@ -413,7 +502,10 @@ class Walker:
 
     @staticmethod
     def ready(pd: _PendingDir) -> bool:
-        return all(not isinstance(c, Future) or c.done() for c in pd.children)
+        return all(
+            c.done() if isinstance(c, Future) else not isinstance(c, Item) or c.done
+            for c in pd.children
+        )
 
     def resolve(self, child: Child, path: bytes) -> Node | None:
         if isinstance(child, Node):
@@ -422,8 +514,8 @@ class Walker:
             if child.done is None:
                 self.finish_dir(child)
             return child.done
-        if isinstance(child, Future | _FileResult):
-            res = child.result() if isinstance(child, Future) else child
+        if isinstance(child, Future | Item | _FileResult):
+            res = self.wait(child) if not isinstance(child, _FileResult) else child
             if res.node is not None and self.cache is not None:
                 self.cache.store(path, res.node.name, res.node, res.read_started_ns)
             return res.node
@@ -435,9 +527,16 @@ class Walker:
         node.content, node.content_hash, node.size = src.content, src.content_hash, src.size
         return node
 
-    def resolve_quiet(self, child: Child) -> Node | None:
+    def wait(self, child: Future[_FileResult] | Item) -> _FileResult:
         if isinstance(child, Future):
-            return child.result().node
+            return child.result()
+        assert self.reads is not None
+        res: _FileResult = self.reads.wait(child)
+        return res
+
+    def resolve_quiet(self, child: Child) -> Node | None:
+        if isinstance(child, Future | Item):
+            return self.wait(child).node
         if isinstance(child, _FileResult):
             return child.node
         if isinstance(child, Node):

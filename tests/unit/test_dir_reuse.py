@@ -299,9 +299,11 @@ def built(monkeypatch: pytest.MonkeyPatch) -> list[bytes]:
     names: list[bytes] = []
     real = files_walk.node_from_stat
 
-    def counting(name: bytes, place: files_meta.Place, st: os.stat_result) -> Node:
+    def counting(
+        name: bytes, place: files_meta.Place, st: os.stat_result, xattrs: bool = True
+    ) -> Node:
         names.append(name)
-        return real(name, place, st)
+        return real(name, place, st, xattrs)
 
     monkeypatch.setattr(files_walk, "node_from_stat", counting)
     return names

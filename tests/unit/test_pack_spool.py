@@ -28,11 +28,19 @@ def _open_fds() -> int:
     return len(os.listdir("/proc/self/fd"))
 
 
+@pytest.mark.parametrize("short", [False, True])
 @pytest.mark.parametrize("gather", [1 << 20, 64, 1])
 def test_a_spooled_pack_opens_like_one_built_in_memory(
-    gather: int, monkeypatch: pytest.MonkeyPatch
+    gather: int, short: bool, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(pack_spool, "_GATHER", gather)
+    if short:  # every gathered write stops halfway through its first buffer
+        real_writev = os.writev
+
+        def writev(fd: int, buffers: list[bytes]) -> int:
+            return real_writev(fd, [buffers[0][: len(buffers[0]) // 2]])
+
+        monkeypatch.setattr(os, "writev", writev)
     rng = random.Random(gather)
     payloads = [rng.randbytes(rng.choice([0, 1, 100, 5000, 200_000])) for _ in range(60)]
     w = SpoolingPackWriter(KEY)
@@ -76,14 +84,22 @@ def test_a_full_temporary_directory_fails_the_backup_without_a_snapshot(
     for i in range(20):
         (src / f"f{i}").write_bytes(os.urandom(3000))
     repo: Repository = repo_factory(LocalBackend(tmp_path / "repo"))
-    real_write = os.write
+    real_write, real_writev = os.write, os.writev
 
-    def write(fd: int, data: bytes) -> int:  # only the unlinked spool files are "full"
+    def full(fd: int) -> None:  # only the unlinked spool files are "full"
         if os.readlink(f"/proc/self/fd/{fd}").endswith("(deleted)"):
             raise OSError(errno.ENOSPC, "No space left on device")
+
+    def write(fd: int, data: bytes) -> int:
+        full(fd)
         return real_write(fd, data)
 
+    def writev(fd: int, buffers: list[bytes]) -> int:
+        full(fd)
+        return real_writev(fd, buffers)
+
     monkeypatch.setattr(os, "write", write)
+    monkeypatch.setattr(os, "writev", writev)
     fds = _open_fds()
     with pytest.raises(StorageError) as e:
         run_backup(repo, BackupOptions([FileSource([str(src)])]))
@@ -93,6 +109,7 @@ def test_a_full_temporary_directory_fails_the_backup_without_a_snapshot(
     assert repo.snapshot_ids() == []
     assert _open_fds() == fds  # every spool file closed, also those of the failed sealers
     monkeypatch.setattr(os, "write", real_write)
+    monkeypatch.setattr(os, "writev", real_writev)
     snap = run_backup(repo, BackupOptions([FileSource([str(src)])])).snapshot
     assert snap is not None  # room again: the next backup works
 
