@@ -279,8 +279,7 @@ class BlobSaver:
                     break
                 pack, records = packed
                 try:
-                    with pack.view() as buf:
-                        pack_id = self.repo.save_pack(buf)
+                    pack_id = self.repo.save_spooled(pack)
                 finally:
                     pack.close()
                 self.repo.index.add_pack(pack_id, records)

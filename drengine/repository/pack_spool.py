@@ -3,8 +3,10 @@
 A backup keeps a pack open per sealer thread and blob type, one sealed pack waiting for the
 uploader and one being uploaded: in memory that was up to four packs (64 MiB at the default
 16 MiB), the largest part of a first backup's peak. Spooled, the open and waiting packs sit
-in the page cache, which the kernel may write out and reclaim under pressure, and only the
-pack being uploaded is mapped.
+in the page cache, which the kernel may write out and reclaim under pressure. A pack's
+object ID is hashed as it is written, and a local repository copies the file in the kernel
+(``Backend.put_file``), so no page of a pack is in the backup's memory; object storage
+uploads it from a mapping.
 
 The file is unlinked as it is created (``tempfile.TemporaryFile``), so nothing is left
 behind by a crash or a kill. It lives in ``TMPDIR`` (``/tmp`` by default), which needs room
@@ -14,16 +16,18 @@ sentence that says so, and no snapshot is written.
 
 from __future__ import annotations
 
-import mmap
 import os
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import IO
 
+import blake3
+
 from drengine.core.errors import StorageError
 from drengine.core.fsutil import reason
 from drengine.repository.pack import PackBuilder
+from drengine.storage.base import file_view
 
 _GATHER = 1 << 20
 _GATHER_BUFFERS = 512  # below IOV_MAX (1024), the most buffers one writev takes
@@ -41,50 +45,25 @@ def _spool_error(e: OSError) -> StorageError:
 
 
 class SpooledPack:
-    """A finished pack in its temporary file. ``view`` maps it for the upload; ``close``
-    (always, also on failure) gives the file's space back."""
+    """A finished pack in its temporary file, with its object ID (hashed as it was
+    written). ``Repository.save_spooled`` stores it; ``view`` maps it; ``close`` (always,
+    also on failure) gives the file's space back."""
 
-    def __init__(self, f: IO[bytes], size: int) -> None:
+    def __init__(self, f: IO[bytes], size: int, object_id: str) -> None:
         self._f = f
         self.size = size
+        self.object_id = object_id
 
     def __len__(self) -> int:
         return self.size
 
+    def fileno(self) -> int:
+        return self._f.fileno()
+
     @contextmanager
     def view(self) -> Iterator[memoryview]:
-        fd = self._f.fileno()
-        try:
-            # Populated at once: one call instead of a page fault per 4 KiB as it is read.
-            flags = mmap.MAP_SHARED | getattr(mmap, "MAP_POPULATE", 0)
-            m: mmap.mmap | bytes = mmap.mmap(fd, self.size, flags=flags, prot=mmap.PROT_READ)
-        except OSError:  # a file system that cannot map files: read it instead
-            m = self._read_all(fd)
-        if isinstance(m, bytes):
-            yield memoryview(m)
-            return
-        v = memoryview(m)
-        try:
+        with file_view(self._f.fileno(), self.size) as v:
             yield v
-        finally:
-            try:
-                v.release()
-                m.close()
-            except BufferError:
-                pass  # a failed put's traceback still holds a view: unmapped when it goes
-
-    def _read_all(self, fd: int) -> bytes:
-        parts, done = [], 0
-        try:
-            while done < self.size:
-                part = os.pread(fd, self.size - done, done)
-                if not part:
-                    raise OSError(0, "the temporary pack file is shorter than was written")
-                parts.append(part)
-                done += len(part)
-        except OSError as e:
-            raise _spool_error(e) from e
-        return b"".join(parts)
 
     def close(self) -> None:
         self._f.close()
@@ -96,6 +75,7 @@ class SpoolingPackWriter(PackBuilder):
     def __init__(self, encryption_key: bytes) -> None:
         self._pending: list[bytes] = []  # written together by one ``writev``
         self._pending_bytes = 0
+        self._hash = blake3.blake3()  # the object ID, of every byte as it is written
         try:
             # Handed on to a SpooledPack and closed there, or by discard(): no context here.
             self._f = tempfile.TemporaryFile(prefix="drengine-pack-", buffering=0)  # noqa: SIM115
@@ -112,6 +92,7 @@ class SpoolingPackWriter(PackBuilder):
         # ~0.4 s of system time in the file system's per-write work. They are written with
         # one ``writev``, not copied into a buffer first: that copy held the interpreter lock.
         self._size += len(data)
+        self._hash.update(data)
         self._pending.append(data)
         self._pending_bytes += len(data)
         if self._pending_bytes >= _GATHER or len(self._pending) >= _GATHER_BUFFERS:
@@ -138,7 +119,7 @@ class SpoolingPackWriter(PackBuilder):
     def finish(self) -> SpooledPack:
         self._finish()
         self._flush()
-        return SpooledPack(self._f, self._size)
+        return SpooledPack(self._f, self._size, self._hash.hexdigest())
 
     def discard(self) -> None:
         self._f.close()

@@ -58,6 +58,7 @@ from drengine.storage.cache import CachingBackend
 if TYPE_CHECKING:
     from drengine.repository.index import Index
     from drengine.repository.index_entry import IndexEntry
+    from drengine.repository.pack_spool import SpooledPack
 
 log = logging.getLogger(__name__)
 
@@ -350,6 +351,11 @@ class Repository:
         serialized tree can never be mistaken for that tree (or the reverse)."""
         key = self.keys.chunk_id if blob_type == BlobType.DATA else self._tree_key
         return blake3.blake3(data, key=key).digest()
+
+    def save_spooled(self, pack: SpooledPack) -> bytes:
+        """Store a pack from its temporary file (``pack_spool``); its ID."""
+        self.backend.put_file(layout.pack_name(pack.object_id), pack.fileno(), len(pack))
+        return bytes.fromhex(pack.object_id)
 
     def save_pack(self, data: bytes | bytearray | memoryview) -> bytes:
         pack_id = layout.object_id(data)

@@ -109,6 +109,16 @@ class LocalBackend(BackendDefaults):
     def _write_temp(self, path: Path, data: Buffer) -> Path:
         """``data`` in a new temporary file next to ``path``, fsynced; on any failure the
         temporary file is removed again (a full disk must not fill up with them)."""
+
+        def write(fd: int) -> None:
+            view = memoryview(data)
+            while view:
+                n = os.write(fd, view)
+                view = view[n:]
+
+        return self._write_temp_with(path, write)
+
+    def _write_temp_with(self, path: Path, write: Callable[[int], None]) -> Path:
         try:
             make_dirs(path.parent)
             tmp = path.parent / f"{_TMP_PREFIX}{secrets.token_hex(8)}"
@@ -117,10 +127,7 @@ class LocalBackend(BackendDefaults):
             raise self._write_error(path, e) from e
         try:
             try:
-                view = memoryview(data)
-                while view:
-                    n = os.write(fd, view)
-                    view = view[n:]
+                write(fd)
                 os.fsync(fd)
             finally:
                 os.close(fd)  # may report a delayed write error (NFS): still a failure
@@ -140,7 +147,15 @@ class LocalBackend(BackendDefaults):
 
     def put(self, name: str, data: Buffer) -> None:
         path = self._path(name)
-        tmp = self._write_temp(path, data)
+        self._rename_in(path, self._write_temp(path, data))
+
+    def put_file(self, name: str, fd: int, size: int) -> None:
+        """Copied in the kernel (``copy_file_range``): no page of it passes through this
+        process, so a backup's peak memory holds none of the pack it stores."""
+        path = self._path(name)
+        self._rename_in(path, self._write_temp_with(path, lambda out: _copy(fd, out, size)))
+
+    def _rename_in(self, path: Path, tmp: Path) -> None:
         try:
             os.replace(tmp, path)
             self._fsync_dir(path.parent)
@@ -292,3 +307,32 @@ class LocalBackend(BackendDefaults):
         cache: _FdCache | None = getattr(self._local, "fds", None)
         if cache is not None:
             cache.close()
+
+
+_COPY_PIECE = 1 << 20
+
+
+def _copy(src: int, dst: int, size: int) -> None:
+    """The first ``size`` bytes of ``src`` to ``dst``'s offset; ``OSError`` if ``src`` is
+    shorter. ``copy_file_range`` where the kernel and file systems have it, else reads."""
+    done = 0
+    try:
+        while done < size:
+            n = os.copy_file_range(src, dst, size - done, done)
+            if n == 0:
+                raise OSError(0, f"the file to store is shorter than {size} bytes")
+            done += n
+        return
+    except OSError as e:
+        if e.errno not in (errno.EXDEV, errno.ENOSYS, errno.EINVAL, errno.EOPNOTSUPP):
+            raise
+    except AttributeError:  # not Linux
+        pass
+    while done < size:
+        piece = os.pread(src, min(_COPY_PIECE, size - done), done)
+        if not piece:
+            raise OSError(0, f"the file to store is shorter than {size} bytes")
+        view = memoryview(piece)
+        while view:
+            view = view[os.write(dst, view) :]
+        done += len(piece)

@@ -2,7 +2,8 @@
 
     python kill_harness.py MODE N -- DRENGINE ARGS...
 
-Every write the local backend makes (put, put_if_absent, delete) is counted in order.
+Every write the local backend makes (put, put_file, put_if_absent, delete) is counted in
+order.
 MODE ``before``: the process kills itself just before write N; ``during``: in the middle of
 write N (half the temporary file written, nothing renamed; for a delete, right after it);
 ``count``: no kill, the number of
@@ -42,11 +43,10 @@ def _counted(mode: str, n: int, fn: Any, name_arg: bool = True) -> Any:
             _die()
             return result
         if mine == n and mode == "during":
-            data = memoryview(args[0])
             real_fsync = os.fsync
 
             def half_then_die(fd: int) -> None:  # the temp file is being synced: cut it
-                os.ftruncate(fd, len(data) // 2)
+                os.ftruncate(fd, os.fstat(fd).st_size // 2)
                 _die()
 
             os.fsync = half_then_die  # type: ignore[assignment]
@@ -62,7 +62,7 @@ def _counted(mode: str, n: int, fn: Any, name_arg: bool = True) -> Any:
 def main() -> None:
     mode, n = sys.argv[1], int(sys.argv[2])
     assert sys.argv[3] == "--"
-    for method in ("put", "put_if_absent", "delete"):
+    for method in ("put", "put_file", "put_if_absent", "delete"):
         setattr(local.LocalBackend, method, _counted(mode, n, getattr(local.LocalBackend, method)))
     if mode == "count":
         atexit.register(lambda: print(f"writes={_count}", file=sys.stderr))

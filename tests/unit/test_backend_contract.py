@@ -8,6 +8,7 @@ that only make sense for one backend are at the end of the file.
 
 from __future__ import annotations
 
+import errno
 import itertools
 import os
 import threading
@@ -17,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from drengine.core.errors import ObjectExists, ObjectNotFound, StorageError
+from drengine.storage import local as local_mod
 from drengine.storage.base import Backend, Capabilities, ObjectInfo
 from drengine.storage.cache import CachingBackend
 from drengine.storage.faults import FaultyBackend
@@ -137,6 +139,29 @@ def test_put_get_round_trip(backend: Backend, make: Callable[[bytes], object], s
     got = backend.get("data/ab/abcdef")
     assert isinstance(got, bytes)
     assert got == payload
+
+
+@pytest.mark.parametrize("size", [0, 1, 4096, 300_001])
+def test_put_file_stores_the_first_size_bytes(backend: Backend, tmp_path: Path, size: int) -> None:
+    payload = os.urandom(size)
+    with open(tmp_path / "spool", "w+b") as f:
+        f.write(payload + b"not this")
+        f.flush()
+        f.seek(3)
+        backend.put_file("data/ab/abcdef", f.fileno(), size)
+        assert f.tell() == 3  # its offset untouched
+    assert backend.get("data/ab/abcdef") == payload
+    assert backend.stat("data/ab/abcdef").size == size
+
+
+def test_put_file_of_a_shorter_file_stores_nothing(backend: Backend, tmp_path: Path) -> None:
+    with open(tmp_path / "spool", "w+b") as f:
+        f.write(b"short")
+        f.flush()
+        with pytest.raises((StorageError, OSError)):
+            backend.put_file("data/ab/abcdef", f.fileno(), 100)
+    with pytest.raises(ObjectNotFound):
+        backend.get("data/ab/abcdef")
 
 
 def test_put_if_absent_accepts_every_buffer_type(backend: Backend) -> None:
@@ -516,6 +541,29 @@ def test_local_writes_leave_no_temp_files(tmp_path: Path) -> None:
     assert leftovers == []
     files = sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*") if p.is_file())
     assert files == ["data/ab/abcd", "locks/l1"]
+
+
+@pytest.mark.parametrize("errno_", [errno.EXDEV, errno.ENOSYS])
+def test_local_put_file_without_copy_file_range_reads_the_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, errno_: int
+) -> None:
+    """Where the kernel cannot copy between the two files, the pack is read and written."""
+    calls = []
+
+    def refuse(*args: object) -> int:
+        calls.append(args)
+        raise OSError(errno_, os.strerror(errno_))
+
+    monkeypatch.setattr(os, "copy_file_range", refuse)
+    monkeypatch.setattr(local_mod, "_COPY_PIECE", 1000)
+    payload = os.urandom(5555)
+    with open(tmp_path / "spool", "w+b") as f:
+        f.write(payload)
+        f.flush()
+        LocalBackend(tmp_path / "repo").put_file("data/ab/abcd", f.fileno(), len(payload))
+    assert calls
+    assert (tmp_path / "repo" / "data" / "ab" / "abcd").read_bytes() == payload
+    assert not list((tmp_path / "repo").rglob(".tmp-*"))
 
 
 def test_local_objects_are_files_at_their_names(tmp_path: Path) -> None:

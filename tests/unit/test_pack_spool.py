@@ -13,12 +13,13 @@ import pytest
 
 from drengine.core.errors import StorageError
 from drengine.engine.backup import BackupOptions, run_backup
-from drengine.repository import pack_spool
+from drengine.repository import layout, pack_spool
 from drengine.repository.layout import BlobType
 from drengine.repository.pack import decrypt_blob, parse_trailer
 from drengine.repository.pack_spool import SpoolingPackWriter
 from drengine.repository.repo import Repository
 from drengine.sources.files import FileSource
+from drengine.storage import base as storage_base
 from drengine.storage.local import LocalBackend
 
 KEY = bytes(range(32))
@@ -54,6 +55,7 @@ def test_a_spooled_pack_opens_like_one_built_in_memory(
     finally:
         pack.close()
     assert len(data) == len(pack)
+    assert pack.object_id == layout.object_id(data)  # hashed as it was written
     salt, parsed = parse_trailer(KEY, data, "spooled pack")
     assert parsed == records
     for rec, p in zip(parsed, payloads, strict=True):
@@ -139,7 +141,7 @@ def test_a_temporary_directory_that_cannot_map_files_is_read_instead(
     def no_mmap(*_a: object, **_k: object) -> object:
         raise OSError(errno.ENODEV, "No such device")
 
-    monkeypatch.setattr(pack_spool.mmap, "mmap", no_mmap)
+    monkeypatch.setattr(storage_base.mmap, "mmap", no_mmap)
     with pack.view() as buf:
         assert bytes(buf) == mapped
     pack.close()
