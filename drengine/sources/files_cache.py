@@ -111,6 +111,10 @@ class FilesCache:
             self._db.execute(_SCHEMA)
             for ddl in _DIR_SCHEMA:
                 self._db.execute(ddl)
+            # A new cache (a first backup) has nothing to look up: no query per directory.
+            # Rows another backup writes meanwhile are only missed hits, never wrong ones.
+            self._no_files = self._db.execute("SELECT 1 FROM files LIMIT 1").fetchone() is None
+            self._no_dirs = self._db.execute("SELECT 1 FROM dirs LIMIT 1").fetchone() is None
         except sqlite3.Error:
             self._db.close()
             raise
@@ -157,6 +161,8 @@ class FilesCache:
     def lookup(self, path: bytes, node: Node) -> tuple[CachedFile | None, bool]:
         """(the file's cached content if it is unchanged, whether it has a row at all: a
         file seen before counts as changed, not new)."""
+        if self._no_files:
+            return None, False
         _, name = self._load(path)
         row = self._rows.get(name)
         if row is None:
@@ -214,6 +220,7 @@ class FilesCache:
                     for table in ("dirs", "dir_entries", "packs", "pack_blobs"):
                         db.execute(f"DELETE FROM {table}")
                     known = {}
+                    self._no_dirs = True
                 cur = db.execute("INSERT INTO gens (committed) VALUES (0)")
         except sqlite3.Error as e:
             self._disable(e)
@@ -227,7 +234,7 @@ class FilesCache:
         return frozenset(self._packs)
 
     def lookup_dir(self, path: bytes) -> DirRow | None:
-        if self._db is None or self._gen is None:
+        if self._db is None or self._gen is None or self._no_dirs:
             return None
         try:
             row = self._db.execute(
@@ -243,7 +250,7 @@ class FilesCache:
     def dir_entries(self, path: bytes) -> bytes | None:
         """The entry records of a directory's row (read only when it changed: an unchanged
         directory needs none of them)."""
-        if self._db is None or self._gen is None:
+        if self._db is None or self._gen is None or self._no_dirs:
             return None
         try:
             row = self._db.execute(
