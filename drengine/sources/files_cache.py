@@ -161,38 +161,62 @@ class FilesCache:
     def lookup(self, path: bytes, node: Node) -> tuple[CachedFile | None, bool]:
         """(the file's cached content if it is unchanged, whether it has a row at all: a
         file seen before counts as changed, not new)."""
+        return self.lookup_fields(path, node.size, node.mtime_ns, node.ctime_ns, node.inode)
+
+    def lookup_stat(self, path: bytes, st: os.stat_result) -> tuple[CachedFile | None, bool]:
+        """``lookup`` by the file's ``lstat``."""
+        return self.lookup_fields(path, st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino)
+
+    def lookup_fields(
+        self, path: bytes, size: int, mtime_ns: int, ctime_ns: int, inode: int
+    ) -> tuple[CachedFile | None, bool]:
         if self._no_files:
             return None, False
         _, name = self._load(path)
         row = self._rows.get(name)
         if row is None:
             return None, False
-        _, size, mtime, ctime, inode, content, chash = row
-        if size != node.size or mtime != node.mtime_ns or ctime != node.ctime_ns:
-            return None, True
-        if inode != node.inode:
+        _, rsize, mtime, ctime, rinode, content, chash = row
+        if rsize != size or mtime != mtime_ns or ctime != ctime_ns or rinode != inode:
             return None, True
         ids = [content[i : i + 32] for i in range(0, len(content), 32)]
         return CachedFile(ids, chash), True
 
     def store(self, directory: bytes, name: bytes, node: Node, read_started_ns: int) -> None:
         """The row of file ``name`` in ``directory`` (the walker's path of it)."""
+        self.store_fields(
+            directory, name, node.size, node.mtime_ns, node.ctime_ns, node.inode,
+            node.content, node.content_hash, read_started_ns,
+        )  # fmt: skip
+
+    def store_fields(
+        self,
+        directory: bytes,
+        name: bytes,
+        size: int,
+        mtime_ns: int,
+        ctime_ns: int,
+        inode: int,
+        content: list[bytes],
+        content_hash: bytes | None,
+        read_started_ns: int,
+    ) -> None:
         if self._db is None:
             return
-        margin = racy_margin_ns(node.ctime_ns, node.mtime_ns)
+        margin = racy_margin_ns(ctime_ns, mtime_ns)
         # A racy entry is kept as "seen" (for the changed/new counts) with a size of -1,
         # which no file matches, so the next backup reads the file again.
-        racy = node.ctime_ns >= read_started_ns - margin or node.content_hash is None
+        racy = ctime_ns >= read_started_ns - margin or content_hash is None
         self._pending.append(
             (
                 directory,
                 name,
-                -1 if racy else node.size,
-                node.mtime_ns,
-                node.ctime_ns,
-                node.inode,
-                b"".join(node.content),
-                node.content_hash or b"",
+                -1 if racy else size,
+                mtime_ns,
+                ctime_ns,
+                inode,
+                b"".join(content),
+                content_hash or b"",
             )
         )
         if len(self._pending) >= _FLUSH_EVERY:

@@ -156,11 +156,8 @@ def read_xattrs(path: bytes) -> list[tuple[bytes, bytes]]:
     return out
 
 
-def node_from_stat(
-    name: bytes, path: bytes | Place, st: os.stat_result, xattrs: bool = True
-) -> Node:
-    """Everything about an entry except file content (filled in by the backup), and its
-    extended attributes unless ``xattrs`` is False (a read worker lists them)."""
+def node_from_stat(name: bytes, path: bytes | Place, st: os.stat_result) -> Node:
+    """Everything about an entry except file content (filled in by the backup)."""
     place = path if isinstance(path, Place) else Place(None, path)
     kind = node_type(st.st_mode)
     if kind is None:
@@ -179,7 +176,7 @@ def node_from_stat(
         inode=st.st_ino,
         device=st.st_dev,
         links=st.st_nlink,
-        xattrs=read_xattrs(place.syscall_path()) if xattrs else [],
+        xattrs=read_xattrs(place.syscall_path()),
     )
     if kind == "symlink":
         node.target = os.readlink(place.rel or b".", dir_fd=place.dir_fd)

@@ -53,7 +53,7 @@ class Item:
     wait at once in a large directory."""
 
     path: bytes  # absolute: it is also where the file is for system calls
-    node: Any  # the walker's node of it
+    inode: int  # as listed: a file with another one is not what was listed
     started_ns: int
     result: Any = None
     error: BaseException | None = None
@@ -156,7 +156,7 @@ class ReadProcs:
             return
         # If it died, the serving thread sees it close and takes its batches back.
         with contextlib.suppress(OSError):
-            send(live.worker.sock, (batch.number, [(it.path, it.node.inode) for it in items]))
+            send(live.worker.sock, (batch.number, [(it.path, it.inode) for it in items]))
 
     def wait(self, item: Item) -> Any:
         """The item's result (``complete``), once it is in; what failed it, raised."""

@@ -5,9 +5,10 @@ sealing a small file takes (``SmallBlobs``: the blob-ID key and the compression 
 then batches of small files by path and inode. For each it does what the walker's
 in-process read does (``Walker.read_small``): opens the file without following a symlink,
 checks that it is still the regular file that was listed, reads it whole and its extended
-attributes, and answers with its size, blob ID, content hash, compressed payload and
-attributes, or with why it could not. It holds no lock, writes nothing and knows no
-storage: the backup's process deduplicates, encrypts and packs.
+attributes, and answers with its size, blob ID, content hash, compressed payload and its
+node's JSON (built from the ``fstat`` of what it read), or with why it could not. It holds
+no lock, writes nothing and knows no storage: the backup's process deduplicates, encrypts
+and packs.
 
 SIGINT is ignored (the backup decides what a Ctrl-C stops); a worker whose parent went
 away sees the socket close and stops.
@@ -21,12 +22,13 @@ import stat
 import sys
 from typing import Any, cast
 
+from drengine.core.model import encode_node
 from drengine.core.workers import recv, send, worker_main
 from drengine.pipeline.small_blobs import SmallBlobs
-from drengine.sources.files_meta import open_file, read_xattrs
+from drengine.sources.files_meta import node_from_stat, open_file
 
 # Answers per file (the first field says which):
-OK = 0  # (OK, size, blob ID, content hash, payload, xattrs)
+OK = 0  # (OK, size, blob ID, content hash, payload, node JSON, mtime_ns, ctime_ns)
 FAILED = 1  # (FAILED, errno, message)
 GREW = 2  # (GREW,): larger than ``small`` now; the backup chunks it itself
 
@@ -34,6 +36,8 @@ Answer = tuple[Any, ...]
 
 
 def read_one(blobs: SmallBlobs, path: bytes, inode: int) -> Answer:
+    """Read the regular file listed at ``path`` with ``inode`` as the walk would: its
+    node is built from the ``fstat`` of what was read (the listed file: same inode)."""
     try:
         fd = open_file(path)
         try:
@@ -43,13 +47,15 @@ def read_one(blobs: SmallBlobs, path: bytes, inode: int) -> Answer:
             data = os.read(fd, blobs.small + 1)
         finally:
             os.close(fd)
+        if len(data) > blobs.small:
+            return (GREW,)
+        node = node_from_stat(path[path.rfind(b"/") + 1 :], path, st)
     except OSError as e:
         return (FAILED, e.errno or 0, e.strerror or str(e))
-    if len(data) > blobs.small:
-        return (GREW,)
-    xattrs = read_xattrs(path)
     blob_id, content_hash, payload = blobs.seal(data)
-    return (OK, len(data), blob_id, content_hash, payload, xattrs)
+    node.content, node.size, node.content_hash = [blob_id] if data else [], len(data), content_hash
+    text = encode_node(node).encode("ascii")
+    return (OK, len(data), blob_id, content_hash, payload, text, st.st_mtime_ns, st.st_ctime_ns)
 
 
 def serve(sock: socket.socket) -> None:

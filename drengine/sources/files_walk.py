@@ -34,14 +34,14 @@ from typing import Any, Protocol, TypeAlias
 from drengine.core.errors import DrengineError
 from drengine.core.model import Node, encode_node
 from drengine.pipeline.content import ContentStore
-from drengine.sources.files_cache import DirRow, FilesCache, racy_margin_ns
+from drengine.sources.files_cache import CachedFile, DirRow, FilesCache, racy_margin_ns
 from drengine.sources.files_dirsig import (
     listing_signature,
     pack_entries,
     subtree_signature,
     unpack_entries,
 )
-from drengine.sources.files_meta import Anchor, Place, node_from_stat, open_file, read_xattrs
+from drengine.sources.files_meta import Anchor, Place, node_from_stat, open_file
 from drengine.sources.files_read_procs import Item, ReadProcs, read_plan
 from drengine.sources.files_read_worker import FAILED, OK
 
@@ -74,6 +74,19 @@ class NoExcludes:
 class _FileResult:
     node: Node | None
     read_started_ns: int
+
+
+@dataclass(slots=True)
+class _ReadText:
+    """A small file read by a read worker: its node's JSON, and what the files cache
+    keeps of it (its ``fstat`` as read, its content)."""
+
+    text: bytes
+    size: int
+    mtime_ns: int
+    ctime_ns: int
+    content: list[bytes]
+    content_hash: bytes
 
 
 @dataclass(slots=True)
@@ -125,6 +138,11 @@ class _PendingDir:
 Child: TypeAlias = (
     "Node | _FileResult | Future[_FileResult] | Item | _PendingDir | _Kept | tuple[Node, Any]"
 )
+
+
+def entry_name(path: bytes) -> bytes:
+    """The last name of a walked path (absolute, no trailing slash)."""
+    return path[path.rfind(b"/") + 1 :]
 
 
 def join(directory: bytes, name: bytes) -> bytes:
@@ -240,8 +258,15 @@ class Walker:
                 st = place.lstat()
             elif isinstance(st, OSError):
                 raise st
-            handed = self.may_hand_out(place, st)
-            node = node_from_stat(name, place, st, xattrs=not handed)
+            looked: tuple[CachedFile | None, bool] | None = None
+            if not given and st.st_nlink == 1 and self.may_hand_out(place, st):
+                # A small file for a read worker, which builds its node as well.
+                if self.excluder.size_excluded(st.st_size):
+                    return None
+                looked = self.cache.lookup_stat(path, st) if self.cache else (None, False)
+                if looked[0] is None:
+                    return self.hand_out(path, st, looked[1])
+            node = node_from_stat(name, place, st)
         except OSError as e:
             self.error(path, e)
             return None
@@ -251,9 +276,9 @@ class Walker:
                 return self.finish_dir(_PendingDir(node, path, []))
             return self.list_dir(path, node, place)
         if node.type == "file":
-            if not given and self.excluder.size_excluded(node.size):
+            if not given and looked is None and self.excluder.size_excluded(node.size):
                 return None
-            return self.file_child(path, node, place, handed)
+            return self.file_child(path, node, place, looked)
         self.progress.file_done()
         return node
 
@@ -346,23 +371,26 @@ class Walker:
             self.store.rely_on_packs(self.cache.known_packs)
             self.relied_on_packs = True
 
-    def file_child(self, path: bytes, node: Node, place: Place, handed: bool = False) -> Child:
-        """``handed``: a small file whose extended attributes were not listed, for a read
-        worker to list with its content (listed here if it is not handed out after all)."""
+    def file_child(
+        self,
+        path: bytes,
+        node: Node,
+        place: Place,
+        looked: tuple[CachedFile | None, bool] | None = None,
+    ) -> Child:
+        """``looked``: the files cache's answer for it, if it was asked already."""
         self.bytes_total += node.size
         if node.links > 1:
             key = (node.device, node.inode)
             first = self.hardlinks.get(key)
             if first is not None:
-                if handed:
-                    node.xattrs = read_xattrs(place.syscall_path())
                 self.progress.file_done()
                 return (node, first)
         child: Child
-        hit, known = self.cache.lookup(path, node) if self.cache else (None, False)
+        if looked is None:
+            looked = self.cache.lookup(path, node) if self.cache else (None, False)
+        hit, known = looked
         if hit is not None and self.store.has_all(hit.content):
-            if handed:
-                node.xattrs = read_xattrs(place.syscall_path())
             node.content, node.content_hash = hit.content, hit.content_hash
             self.counts["files_unmodified"] += 1
             self.progress.file_done()
@@ -370,12 +398,8 @@ class Walker:
             child = node
         else:
             self.counts["files_changed" if known else "files_new"] += 1
-            if handed and self.reads is not None and self.reads.running:
-                child = self.hand_out(path, node, place)
-            elif node.size <= self.small:
+            if node.size <= self.small:
                 # Small files are read right here: a thread hand-off costs more than the read.
-                if handed:
-                    node.xattrs = read_xattrs(place.syscall_path())
                 child = self.read_small(path, node, place)
                 self.small_reads += 1
                 if self.reads is None and self.read_plan and self.small_reads >= self.read_plan[0]:
@@ -410,22 +434,21 @@ class Walker:
         else:
             reads.close()
 
-    def hand_out(self, path: bytes, node: Node, place: Place) -> Item:
-        assert self.reads is not None and place.anchor is None and place.rel == path
-        item = Item(path, node, time.time_ns())
-        self.reads.add(item, node.size)
+    def hand_out(self, path: bytes, st: os.stat_result, known: bool) -> Item:
+        assert self.reads is not None
+        self.counts["files_changed" if known else "files_new"] += 1
+        self.bytes_total += st.st_size
+        item = Item(path, st.st_ino, time.time_ns())
+        self.reads.add(item, st.st_size)
         return item
 
-    def answered(self, item: Item, answer: tuple[Any, ...]) -> _FileResult | None:
+    def answered(self, item: Item, answer: tuple[Any, ...]) -> _ReadText | _FileResult | None:
         """A worker's answer for a file (``files_read_worker``), in the serving thread."""
-        node = item.node
         if answer[0] == OK:
-            _, size, blob_id, content_hash, payload, xattrs = answer
+            _, size, blob_id, content_hash, payload, text, mtime_ns, ctime_ns = answer
             c = self.store.store_sealed(blob_id, content_hash, payload, size)
-            node.content, node.size, node.content_hash = c.ids, c.size, c.content_hash
-            node.xattrs = xattrs
             self.progress.file_done()
-            return _FileResult(node, item.started_ns)
+            return _ReadText(text, size, mtime_ns, ctime_ns, c.ids, content_hash)
         if answer[0] == FAILED:
             self.error(item.path, OSError(answer[1], answer[2]))
             return _FileResult(None, item.started_ns)
@@ -442,11 +465,22 @@ class Walker:
                 self.reads.fail(item, e)
 
     def read_item(self, item: Item) -> None:
+        """A handed-out file read here after all: its node built from a new ``lstat``, the
+        listed inode required."""
         assert self.reads is not None
         place = Place(None, item.path)
+        started = time.time_ns()
         try:
-            item.node.xattrs = read_xattrs(item.path)
-            self.reads.complete([item], [self.read_small(item.path, item.node, place)])
+            try:
+                st = place.lstat()
+                if not stat.S_ISREG(st.st_mode) or st.st_ino != item.inode:
+                    raise OSError(0, "changed while being backed up")
+                node = node_from_stat(entry_name(item.path), place, st)
+            except OSError as e:
+                self.error(item.path, e)
+                self.reads.complete([item], [_FileResult(None, started)])
+                return
+            self.reads.complete([item], [self.read_small(item.path, node, place)])
         except BaseException as e:
             self.reads.fail(item, e)
 
@@ -530,8 +564,13 @@ class Walker:
     def wait(self, child: Future[_FileResult] | Item) -> _FileResult:
         if isinstance(child, Future):
             return child.result()
+        res = self.wait_read(child)
+        assert isinstance(res, _FileResult)  # only a directory's encoding takes a _ReadText
+        return res
+
+    def wait_read(self, item: Item) -> _ReadText | _FileResult:
         assert self.reads is not None
-        res: _FileResult = self.reads.wait(child)
+        res: _ReadText | _FileResult = self.reads.wait(item)
         return res
 
     def resolve_quiet(self, child: Child) -> Node | None:
@@ -564,6 +603,14 @@ class Walker:
             if isinstance(c, _Kept):
                 part = (c.name, c.text)
                 entries.append(part)
+            elif isinstance(c, Item) and isinstance(r := self.wait_read(c), _ReadText):
+                part = (entry_name(c.path), r.text)
+                entries.append(part)
+                if self.cache is not None:
+                    self.cache.store_fields(
+                        pd.path, part[0], r.size, r.mtime_ns, r.ctime_ns, c.inode,
+                        r.content, r.content_hash, c.started_ns,
+                    )  # fmt: skip
             elif (n := self.resolve(c, pd.path)) is None:
                 continue
             else:

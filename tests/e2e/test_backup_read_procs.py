@@ -8,24 +8,27 @@ import contextlib
 import errno
 import os
 import sys
+import time
 from pathlib import Path
 
 import blake3
 import pytest
 
 from drengine.core import workers as workers_mod
-from drengine.core.model import Node
+from drengine.core.model import Node, encode_node
 from drengine.engine.backup import BackupOptions, BackupResult, run_backup
 from drengine.engine.tree_paths import find_node
 from drengine.pipeline.small_blobs import SmallBlobs
 from drengine.repository.repo import Repository
 from drengine.sources import files_read_procs
 from drengine.sources.files import FileSource
+from drengine.sources.files_meta import node_from_stat
 from drengine.sources.files_read_procs import ENV
 from drengine.sources.files_read_worker import FAILED, GREW, OK, read_one
 
 _ONE_BATCH = """\
 import sys
+import time
 from drengine.core.workers import recv, send
 from drengine.sources import files_read_worker as w
 import socket
@@ -118,11 +121,19 @@ def test_a_worker_reads_as_the_walk_does(tmp_path: Path) -> None:
     blobs = SmallBlobs(b"k" * 32, 3, 1000)
     f = tmp_path / "f"
     f.write_bytes(b"hello " * 100)
-    kind, size, blob_id, content_hash, payload, _ = read_one(blobs, os.fsencode(f), f.stat().st_ino)
+    kind, size, blob_id, content_hash, payload, text, mtime, ctime = read_one(
+        blobs, os.fsencode(f), f.stat().st_ino
+    )
     assert (kind, size) == (OK, 600)
     assert blob_id == blake3.blake3(b"hello " * 100, key=b"k" * 32).digest()
     assert content_hash == blake3.blake3(b"hello " * 100).digest()
     assert payload[0] == 1  # zstd
+    st = f.stat()
+    assert (mtime, ctime) == (st.st_mtime_ns, st.st_ctime_ns)
+    # The node the walk would have built, as its JSON.
+    node = node_from_stat(b"f", os.fsencode(f), os.lstat(f))
+    node.content, node.content_hash = [blob_id], content_hash
+    assert text == encode_node(node).encode()
     # Replaced since it was listed: another inode.
     kind, code, msg = read_one(blobs, os.fsencode(f), f.stat().st_ino + 1)
     assert (kind, code, msg) == (FAILED, 0, "changed while being backed up")
@@ -137,10 +148,24 @@ def test_a_worker_reads_as_the_walk_does(tmp_path: Path) -> None:
     assert read_one(blobs, os.fsencode(f), f.stat().st_ino) == (GREW,)
     empty = tmp_path / "e"
     empty.write_bytes(b"")
-    assert read_one(blobs, os.fsencode(empty), empty.stat().st_ino)[:5] == (
-        OK,
-        0,
-        b"",
-        blake3.blake3(b"").digest(),
-        b"",
-    )
+    answer = read_one(blobs, os.fsencode(empty), empty.stat().st_ino)
+    assert answer[:5] == (OK, 0, b"", blake3.blake3(b"").digest(), b"")
+    assert b'"content":[]' in answer[5]
+
+
+def test_files_read_by_workers_are_cached_for_the_next_backup(
+    repo: Repository, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The files cache rows and directory records of files a worker read give the next
+    backup its hits: nothing is read again, and the trees are the same."""
+    src = _tree(tmp_path)
+    time.sleep(0.1)  # past the racy-clean margin: no file is too new to be cached
+    monkeypatch.setenv(ENV, "2")
+    first = run_backup(repo, BackupOptions([FileSource([str(src)])])).snapshot
+    (src / "d3" / "f9").write_bytes(b"changed")  # one change: its directory is walked
+    second = run_backup(repo, BackupOptions([FileSource([str(src)])])).snapshot
+    assert first.summary["files_new"] == first.summary["files_total"] > 300
+    assert (second.summary["files_new"], second.summary["files_changed"]) == (0, 1)
+    monkeypatch.setenv(ENV, "0")
+    alone = run_backup(repo, BackupOptions([FileSource([str(src)])], use_files_cache=False))
+    assert alone.snapshot.tree == second.tree

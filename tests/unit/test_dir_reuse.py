@@ -24,7 +24,7 @@ from drengine.repository.index_split import index_batches
 from drengine.repository.layout import BlobType
 from drengine.repository.pack import BlobRecord
 from drengine.repository.repo import Repository
-from drengine.sources import files_cache, files_meta, files_walk
+from drengine.sources import files_cache, files_meta, files_read_procs, files_walk
 from drengine.sources.excludes import ExcludeRules
 from drengine.sources.files import FileSource
 
@@ -295,15 +295,15 @@ def _every_file_reads_back(reader: Repository, snap: Snapshot, src: Path) -> Non
 
 @pytest.fixture
 def built(monkeypatch: pytest.MonkeyPatch) -> list[bytes]:
-    """The names of every entry a backup builds a node for."""
+    """The names of every entry a backup builds a node for (in this process: a read worker
+    builds those of the small files it reads, so there are none here)."""
+    monkeypatch.setenv(files_read_procs.ENV, "0")
     names: list[bytes] = []
     real = files_walk.node_from_stat
 
-    def counting(
-        name: bytes, place: files_meta.Place, st: os.stat_result, xattrs: bool = True
-    ) -> Node:
+    def counting(name: bytes, place: files_meta.Place, st: os.stat_result) -> Node:
         names.append(name)
-        return real(name, place, st, xattrs)
+        return real(name, place, st)
 
     monkeypatch.setattr(files_walk, "node_from_stat", counting)
     return names
