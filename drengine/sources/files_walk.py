@@ -167,7 +167,8 @@ class Walker:
         self.pending: deque[_PendingDir] = deque()
         self.errors: list[dict[str, str]] = []
         self.cache = cache
-        self.hardlinks: dict[tuple[int, int], Child] = {}
+        # The first name of each hard-linked file: its child, and what it counted as.
+        self.hardlinks: dict[tuple[int, int], tuple[Child, str]] = {}
         self.counts = {"files_new": 0, "files_changed": 0, "files_unmodified": 0, "dirs": 0}
         self.bytes_total = 0
         self.root_dev: int | None = None
@@ -382,10 +383,12 @@ class Walker:
         self.bytes_total += node.size
         if node.links > 1:
             key = (node.device, node.inode)
-            first = self.hardlinks.get(key)
-            if first is not None:
+            seen = self.hardlinks.get(key)
+            if seen is not None:
+                # Every name counts as a file, as in a reused directory (and in restic).
+                self.counts[seen[1]] += 1
                 self.progress.file_done()
-                return (node, first)
+                return (node, seen[0])
         child: Child
         if looked is None:
             looked = self.cache.lookup(path, node) if self.cache else (None, False)
@@ -395,9 +398,10 @@ class Walker:
             self.counts["files_unmodified"] += 1
             self.progress.file_done()
             self.progress.add_bytes(node.size)
-            child = node
+            child, kind = node, "files_unmodified"
         else:
-            self.counts["files_changed" if known else "files_new"] += 1
+            kind = "files_changed" if known else "files_new"
+            self.counts[kind] += 1
             if node.size <= self.small:
                 # Small files are read right here: a thread hand-off costs more than the read.
                 child = self.read_small(path, node, place)
@@ -410,7 +414,7 @@ class Walker:
                     place.anchor.hold()
                 child = self.pool.submit(self.read_file, path, node, place, True)
         if node.links > 1:
-            self.hardlinks[(node.device, node.inode)] = child
+            self.hardlinks[(node.device, node.inode)] = (child, kind)
         return child
 
     # ---- small files in read worker processes (``files_read_procs``) ----------------------
