@@ -30,8 +30,8 @@ _OBJECT = re.compile(r"\b(pack|blob|tree|index) ([0-9a-f]{64})\b")
 
 @dataclass
 class TreeCheck:
-    files: int = 0  # regular files, a hard-linked inode counted once (as the summary does)
-    names: int = 0  # regular file names, hard links included
+    files: int = 0  # regular files, a hard-linked inode counted once (as old summaries did)
+    names: int = 0  # regular file names, hard links included (as the summary counts)
     bytes: int = 0  # sizes of all file names (as the summary's bytes_total)
     dirs: int = 0
     symlinks: int = 0

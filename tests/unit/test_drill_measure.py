@@ -76,3 +76,17 @@ def test_verdicts_list_every_reason() -> None:
     assert v == "failed" and why == ["files x (t): d"]
     assert seconds(850) == "850 ms" and seconds(12_300) == "12.3 s"
     assert seconds(250_000) == "4 min 10 s" and seconds(7_500_000) == "2 h 5 min"
+
+
+def test_a_drill_counts_hard_links_either_way_a_summary_did() -> None:
+    """Summaries count every name of a hard-linked file (older ones counted a walked one
+    once): both match the restored tree; anything else fails the drill."""
+    from drengine.drills.local import _counts
+
+    def passed(files_total: int) -> bool:
+        snap = _snap(0, "s")
+        snap.summary = {"files_total": files_total, "bytes_total": 30}
+        return bool(_counts(snap, (5, 4), 30, 2, 0)["passed"])
+
+    assert passed(5) and passed(4)
+    assert not passed(3) and not passed(6)
