@@ -7,9 +7,9 @@ the threads that compress and encrypt: most of its time went to waiting for the 
 to the calls (``docs/performance.md``). So once a walk has read ``START_AFTER`` small files
 itself, it hands the rest to worker processes (``files_read_worker``), each with a lock of
 its own, in batches of paths: the walk then makes one system call per file (``lstat``) and
-the workers open, check, read, hash and compress. Their answers (blob ID, content hash,
-payload, extended attributes) are taken by a thread of this process, which claims each
-blob for dedup and completes the file's future; encryption and packing stay here.
+the workers open, check, read, hash, compress and build the node. Their answers (blob ID,
+content hash, payload, the node's JSON) are taken by a thread of this process, which claims
+each blob for dedup and completes the file's ``Item``; encryption and packing stay here.
 
 Nothing is ever lost to a worker: a batch counts as done only when its answer arrived, and
 what a dead or unstartable worker left is read in this process, as it would have been

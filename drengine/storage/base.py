@@ -26,7 +26,7 @@ from __future__ import annotations
 import contextlib
 import mmap
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
@@ -128,8 +128,7 @@ class BackendDefaults:
         raise NotImplementedError
 
     def put_file(self, name: str, fd: int, size: int) -> None:
-        with file_view(fd, size) as view:
-            self.put(name, view)
+        put_mapped(self.put, name, fd, size)
 
     @property
     def remote(self) -> bool:
@@ -179,8 +178,7 @@ class BackendWrapper:
     def put_file(self, name: str, fd: int, size: int) -> None:
         # Through this wrapper's own ``put``: what it does to a put (retry, cache, faults)
         # applies to this one too.
-        with file_view(fd, size) as view:
-            self.put(name, view)
+        put_mapped(self.put, name, fd, size)
 
     def put_if_absent(self, name: str, data: Buffer) -> None:
         self.inner.put_if_absent(name, data)
@@ -223,6 +221,12 @@ def check_name(name: str) -> None:
         raise ValueError(f"invalid object name {name!r}")
 
 
+def put_mapped(put: Callable[[str, Buffer], None], name: str, fd: int, size: int) -> None:
+    """``put_file`` by ``put`` of the file mapped: for backends without a better way."""
+    with file_view(fd, size) as view:
+        put(name, view)
+
+
 @contextmanager
 def file_view(fd: int, size: int) -> Iterator[memoryview]:
     """The first ``size`` bytes of an open file, mapped (read whole where it cannot be);
@@ -255,11 +259,11 @@ def file_view(fd: int, size: int) -> Iterator[memoryview]:
             m.close()
 
 
-def read_file(fd: int, size: int, offset: int = 0) -> bytes:
-    """``size`` bytes of an open file from ``offset``; ``OSError`` if it is shorter."""
+def read_file(fd: int, size: int) -> bytes:
+    """The first ``size`` bytes of an open file; ``OSError`` if it is shorter."""
     parts, done = [], 0
     while done < size:
-        part = os.pread(fd, size - done, offset + done)
+        part = os.pread(fd, size - done, done)
         if not part:
             raise OSError(0, f"the file is shorter than {size} bytes")
         parts.append(part)

@@ -110,13 +110,7 @@ class LocalBackend(BackendDefaults):
         """``data`` in a new temporary file next to ``path``, fsynced; on any failure the
         temporary file is removed again (a full disk must not fill up with them)."""
 
-        def write(fd: int) -> None:
-            view = memoryview(data)
-            while view:
-                n = os.write(fd, view)
-                view = view[n:]
-
-        return self._write_temp_with(path, write)
+        return self._write_temp_with(path, lambda fd: _write_all(fd, data))
 
     def _write_temp_with(self, path: Path, write: Callable[[int], None]) -> Path:
         try:
@@ -332,7 +326,11 @@ def _copy(src: int, dst: int, size: int) -> None:
         piece = os.pread(src, min(_COPY_PIECE, size - done), done)
         if not piece:
             raise OSError(0, f"the file to store is shorter than {size} bytes")
-        view = memoryview(piece)
-        while view:
-            view = view[os.write(dst, view) :]
+        _write_all(dst, piece)
         done += len(piece)
+
+
+def _write_all(fd: int, data: Buffer) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
