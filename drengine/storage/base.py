@@ -15,10 +15,11 @@ Objects are named by ``/``-separated strings (``config``, ``data/ab/ab12...``). 
 - ``delete`` of a missing object is not an error (deletes may be retried).
 - Every method may raise ``StorageError``; none returns partial results silently.
 
-Beyond the six operations a backend declares its ``Capabilities`` once. The optional
-operations (S3 Object Lock, temporary files) are part of the protocol too, so callers never
-probe with ``getattr``: ``BackendDefaults`` gives every backend that lacks one a defined
-answer, and ``BackendWrapper`` forwards all of them, so a wrapper never hides a capability.
+Beyond the seven operations (``put_file`` has a default) a backend declares its
+``Capabilities`` once. The optional operations (S3 Object Lock, temporary files) are part of
+the protocol too, so callers never probe with ``getattr``: ``BackendDefaults`` gives every
+backend that lacks one a defined answer, and ``BackendWrapper`` forwards all of them, so a
+wrapper never hides a capability.
 """
 
 from __future__ import annotations
@@ -45,7 +46,7 @@ class ObjectInfo:
 
 @dataclass(frozen=True, slots=True)
 class Capabilities:
-    """What a backend can do beyond the six operations (``docs/storage.md``)."""
+    """What a backend can do beyond the seven operations (``docs/storage.md``)."""
 
     remote: bool = False  # reads cost a network round trip: metadata is worth caching locally
     object_lock: bool = False  # set_retention, object_lock_enabled, retained_until really work
@@ -63,7 +64,7 @@ class TemporaryFile:
 
 @runtime_checkable
 class Backend(Protocol):
-    """Six operations on immutable, named objects (see the module docstring), the backend's
+    """Seven operations on immutable, named objects (see the module docstring), the backend's
     capabilities, and the optional operations they announce."""
 
     @property
